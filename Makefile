@@ -1,0 +1,33 @@
+# Every target runs inside .venv, created from requirements.lock when missing or stale.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PACKAGES := $(wildcard packages/*)
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench bench-quick clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock $(wildcard packages/*/pyproject.toml)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-virtualenv -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation $(foreach p,$(PACKAGES),-e $(p))
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py --directory demo_checkpoints
+
+test: $(STAMP)
+	$(PY) -m ruff check packages tests benchmarks examples
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks.run --quick
+
+clean:
+	rm -rf $(VENV) demo_checkpoints

@@ -1,0 +1,1 @@
+"""jaxpoint.core: fast, atomic, Orbax-compatible checkpointing for JAX."""

@@ -1,0 +1,1 @@
+"""Test helpers shipped with jaxpoint.core (multi-process runs, virtual devices)."""
