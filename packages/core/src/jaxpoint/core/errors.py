@@ -69,3 +69,25 @@ class BarrierTimeoutError(CheckpointError, TimeoutError):
 
 class BackgroundSaveError(CheckpointError):
     """An asynchronous save failed; raised on the next call into the same object."""
+
+
+class ProcessFailureError(CheckpointError):
+    """A process reported a failure at an agreement point, so every process raises.
+
+    `failures` maps each failed process index to its reported error message.
+    """
+
+    def __init__(self, message: str, *, failures: dict[int, str] | None = None) -> None:
+        super().__init__(message)
+        self.failures: dict[int, str] = dict(failures or {})
+
+
+class ProcessRunError(CheckpointError):
+    """Processes started by `jaxpoint.core.testing.multiprocess` did not all return.
+
+    `outcomes` holds every process's `ProcessOutcome`, in process order.
+    """
+
+    def __init__(self, message: str, *, outcomes: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.outcomes: tuple[object, ...] = tuple(outcomes)

@@ -1,0 +1,112 @@
+"""Checkpointer: saves and restores one handler's items at a path, synchronously."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxpoint.core.checkpointers.options import MultiprocessingOptions
+from jaxpoint.core.checkpointers.save_pipeline import (
+    SaveJob,
+    begin_save,
+    ensure_committed,
+    finish_save,
+)
+from jaxpoint.core.checkpointers.step_metadata import StepMetadata, read_step_metadata
+from jaxpoint.core.errors import CheckpointNotFoundError, UnregisteredArgsError
+from jaxpoint.core.handlers import CheckpointArgs, handler_supports
+from jaxpoint.core.storage import Location
+
+PathLike = Any  # str, os.PathLike or an epath.Path
+
+
+class Checkpointer:
+    """`save(path, args=...)` writes and commits before returning; `restore(path, args)`.
+
+    >>> import jaxpoint.core as ocp, numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
+    >>> with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
+    ...     ckptr.save(path, args=ocp.args.StandardSave({"w": np.ones(3)}))
+    ...     ckptr.restore(path)["w"].tolist()
+    [1.0, 1.0, 1.0]
+    """
+
+    # Args classes that wrap a bare item passed instead of args (`save(path, tree)`).
+    _raw_save_args: type | None = None
+    _raw_restore_args: type | None = None
+
+    def __init__(self, handler: Any, *,
+                 multiprocessing_options: MultiprocessingOptions | None = None) -> None:
+        self._handler = handler
+        self._options = multiprocessing_options or MultiprocessingOptions()
+
+    @property
+    def handler(self) -> Any:
+        return self._handler
+
+    def _coerce(self, args: Any, wrapper: type | None, *, what: str) -> Any:
+        if args is None or isinstance(args, CheckpointArgs):
+            if args is not None and not handler_supports(self._handler, args):
+                raise UnregisteredArgsError(
+                    f"Expected {what} args for {type(self._handler).__name__}, got "
+                    f"{type(args).__name__}, which is registered for another handler. To fix, "
+                    "use the args of this handler (e.g. args.StandardSave for "
+                    "StandardCheckpointHandler) or a checkpointer built for that handler."
+                )
+            return args
+        if wrapper is not None:
+            return wrapper(args)
+        raise UnregisteredArgsError(
+            f"Expected a CheckpointArgs object, got {type(args).__name__}. To fix, pass "
+            "args=ocp.args.StandardSave(tree) (or the args of your handler)."
+        )
+
+    def _begin(self, directory: PathLike, args: Any, *, force: bool, is_async: bool,
+               custom_metadata: dict[str, Any] | None, metrics: dict[str, Any] | None = None) -> SaveJob:
+        args = self._coerce(args, self._raw_save_args, what="save")
+        if args is None:
+            raise UnregisteredArgsError("save() needs args, e.g. args=ocp.args.StandardSave(tree).")
+        recorded = getattr(self._handler, "recorded_typestrs", None)
+        typestrs = recorded(args) if recorded is not None else self._handler.typestr
+        metadata = StepMetadata(item_handlers=typestrs, custom_metadata=dict(custom_metadata or {}),
+                                metrics=dict(metrics or {}))
+        return begin_save(self._handler, Location.parse(directory), args, force=force,
+                          options=self._options, is_async=is_async, step_metadata=metadata)
+
+    def save(self, directory: PathLike, args: Any = None, *, force: bool = False,
+             custom_metadata: dict[str, Any] | None = None) -> None:
+        """Collective: every process calls this, in the same order. Returns once committed."""
+        finish_save(self._begin(directory, args, force=force, is_async=False,
+                                custom_metadata=custom_metadata))
+
+    def restore(self, directory: PathLike, args: Any = None) -> Any:
+        """Restores the item at `directory`; without args, as it was saved."""
+        location = Location.parse(directory)
+        ensure_committed(location)
+        return self._handler.restore(location, self._coerce(args, self._raw_restore_args,
+                                                            what="restore"))
+
+    def metadata(self, directory: PathLike) -> StepMetadata:
+        """Step metadata plus `item_metadata` (shapes, dtypes, shardings) from the files."""
+        location = Location.parse(directory)
+        ensure_committed(location)
+        try:
+            step = read_step_metadata(location)
+        except CheckpointNotFoundError:
+            step = StepMetadata()
+        return dataclasses.replace(step, item_metadata=self._handler.metadata(location))
+
+    def wait_until_finished(self) -> None:
+        """Nothing runs in the background of a sync checkpointer."""
+
+    def check_for_errors(self) -> None:
+        """Nothing runs in the background of a sync checkpointer."""
+
+    def close(self) -> None:
+        self.wait_until_finished()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,145 @@
+"""The steps of one save, shared by the sync and async checkpointers.
+
+  begin (caller's thread, collective): check the target, primary opens the work folder,
+        barrier, handler stages the item; an async `save()` returns after this.
+  finish (collective, maybe in a background thread): every process writes, all agree
+        that every write succeeded, the primary finalizes, writes `_CHECKPOINT_METADATA`
+        and commits, and a last barrier makes the commit visible to everyone at once.
+A failure on any process fails the save on all of them and commits nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from jaxpoint.core import multihost
+from jaxpoint.core.checkpointers.options import MultiprocessingOptions
+from jaxpoint.core.checkpointers.step_metadata import StepMetadata, write_step_metadata
+from jaxpoint.core.errors import (
+    CheckpointExistsError,
+    CheckpointNotFoundError,
+    UncommittedCheckpointError,
+)
+from jaxpoint.core.handlers import SaveContext, WriteStep
+from jaxpoint.core.storage import TMP_SUFFIX, CommitProtocol, Location, commit_protocol_for, is_tmp_name
+
+
+@dataclasses.dataclass(kw_only=True)
+class SaveJob:
+    final: Location
+    work: Location
+    protocol: CommitProtocol
+    write: WriteStep
+    handler: Any
+    context: SaveContext
+    options: MultiprocessingOptions
+    step_metadata: StepMetadata
+    barrier_name: str
+
+
+def _processes(options: MultiprocessingOptions) -> Any:
+    return options.active_processes
+
+
+def _sync(name: str, options: MultiprocessingOptions) -> None:
+    if options.primary_host is None:
+        return  # every process commits its own files: nothing to wait for
+    multihost.sync_global_processes(name, processes=_processes(options),
+                                    timeout_s=options.barrier_timeout_s)
+
+
+def ensure_absent_or_forced(final: Location, *, force: bool) -> None:
+    protocol = commit_protocol_for(final)
+    if final.is_file():
+        raise CheckpointExistsError(
+            f"Expected a folder path to save into, found a file at {final}. To fix, remove "
+            "the file or choose another path."
+        )
+    if protocol.is_committed(final) and not force:
+        raise CheckpointExistsError(
+            f"A checkpoint already exists at {final}. To fix, pass force=True to overwrite "
+            "it, or save to a new path."
+        )
+
+
+def begin_save(handler: Any, final: Location, args: Any, *, force: bool,
+               options: MultiprocessingOptions, is_async: bool,
+               step_metadata: StepMetadata) -> SaveJob:
+    """Collective: every process calls this, in the same order."""
+    ensure_absent_or_forced(final, force=force)
+    protocol = commit_protocol_for(final)
+    is_primary = multihost.is_primary_host(options.primary_host)
+    barrier_name = options.barrier_sync_key_prefix or "jaxpoint-save"
+    if is_primary:
+        final.parent.make_folder()
+        work = protocol.begin(final)
+    else:
+        work = final.parent / f"{final.name}{TMP_SUFFIX}" if final.has_atomic_rename else final
+    _sync(f"{barrier_name}/work-folder-ready", options)
+    context = SaveContext(process_index=multihost.process_index(), is_primary=is_primary,
+                          is_async=is_async)
+    write = handler.stage(work, args, context=context)
+    init = dataclasses.replace(step_metadata, init_timestamp_nsecs=time.time_ns())
+    return SaveJob(final=final, work=work, protocol=protocol, write=write, handler=handler,
+                   context=context, options=options, step_metadata=init,
+                   barrier_name=barrier_name)
+
+
+def finish_save(job: SaveJob) -> None:
+    """Collective: every process calls this, in the same order."""
+    options = job.options
+    outcome: bool | BaseException = True
+    try:
+        job.write()
+    except Exception as error:  # reported to every process below, then re-raised
+        outcome = error
+    _agree(outcome, f"{job.barrier_name}/written", options)
+    if job.context.is_primary:
+        outcome = True
+        try:
+            job.handler.finalize(job.work, context=job.context)
+            write_step_metadata(job.work, dataclasses.replace(
+                job.step_metadata, commit_timestamp_nsecs=time.time_ns()))
+            job.protocol.commit(job.work, job.final)
+        except Exception as error:
+            outcome = error
+    _agree(outcome, f"{job.barrier_name}/committed", options)
+
+
+def _agree(outcome: bool | BaseException, name: str, options: MultiprocessingOptions) -> None:
+    if options.primary_host is None or multihost.process_count() == 1:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return
+    multihost.agree_on_success(outcome, name=name, processes=_processes(options),
+                               timeout_s=options.barrier_timeout_s)
+    if isinstance(outcome, BaseException):
+        raise outcome
+
+
+def ensure_committed(final: Location) -> None:
+    """Raises unless `final` holds a committed checkpoint."""
+    if is_tmp_name(final.name):
+        raise UncommittedCheckpointError(
+            f"{final} is an unfinished save (its name ends in {TMP_SUFFIX}); it was never "
+            "committed and cannot be restored. To fix, restore a committed checkpoint."
+        )
+    if not final.exists():
+        pending = final.parent / f"{final.name}{TMP_SUFFIX}"
+        hint = (f" An unfinished save of it exists at {pending}; it never committed."
+                if pending.exists() else "")
+        raise CheckpointNotFoundError(
+            f"Expected a checkpoint at {final}, found nothing.{hint} To fix, check the path "
+            "(list the directory to see what exists)."
+        )
+    if final.is_file():
+        raise CheckpointNotFoundError(
+            f"Expected a checkpoint folder at {final}, found a file. To fix, pass the folder."
+        )
+    if not commit_protocol_for(final).is_committed(final):
+        raise UncommittedCheckpointError(
+            f"{final} has no commit marker, so its save never finished. It cannot be "
+            "restored. To fix, restore an earlier checkpoint."
+        )

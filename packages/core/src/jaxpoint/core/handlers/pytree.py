@@ -1,0 +1,134 @@
+"""PyTreeCheckpointHandler: a tree of arrays, scalars and strings as one item.
+
+Layout under the item folder (orbax's): `_METADATA`, `_sharding`, `_strings.json`,
+`array_metadatas/process_<i>`, `ocdbt.process_<i>/` per process and the merged
+`manifest.ocdbt`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, ClassVar
+
+import jax
+
+from jaxpoint.core.errors import CorruptCheckpointError
+from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
+from jaxpoint.core.handlers.pytree_metadata import (
+    JAX_ARRAY,
+    TreeRecord,
+    read_tree_record,
+    write_tree_record,
+)
+from jaxpoint.core.handlers.pytree_restore import SavedExtras, restore_tree
+from jaxpoint.core.handlers.pytree_save import StagedTree, stage_tree
+from jaxpoint.core.handlers.registry import register_with_handler
+from jaxpoint.core.handlers.sharding_metadata import read_shardings, write_shardings
+from jaxpoint.core.handlers.tree_metadata_view import ArrayMetadata, ScalarMetadata, describe_tree
+from jaxpoint.core.storage import ArrayFormat, Location, merge_process_databases, read_json, write_arrays
+
+STRINGS_FILE = "_strings.json"
+ARRAY_METADATAS = "array_metadatas"
+
+
+class PyTreeCheckpointHandler:
+    """Saves and restores a pytree item; see `PyTreeSave` and `PyTreeRestore`."""
+
+    typestr: ClassVar[str] = "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler"
+
+    def __init__(self, *, use_ocdbt: bool = True, use_zarr3: bool = True,
+                 compression: str | None = None, zstd_level: int = 1) -> None:
+        self._format = ArrayFormat(use_ocdbt=use_ocdbt, use_zarr3=use_zarr3,
+                                   compression=compression, zstd_level=zstd_level)
+
+    def stage(self, directory: Location, args: Any, *, context: SaveContext) -> WriteStep:
+        staged = stage_tree(args.item, args.save_args, is_primary=context.is_primary,
+                            copy=context.is_async)
+        record = TreeRecord(leaves=staged.records, use_ocdbt=self._format.use_ocdbt,
+                            use_zarr3=self._format.use_zarr3,
+                            custom_metadata=getattr(args, "custom_metadata", None))
+        fmt = self._format
+
+        def write() -> None:
+            self._write(directory, staged, record, fmt, context)
+
+        return write
+
+    @staticmethod
+    def _write(item: Location, staged: StagedTree, record: TreeRecord, fmt: ArrayFormat,
+               context: SaveContext) -> None:
+        item.make_folder()
+        write_arrays(item, staged.writes, fmt=fmt, process_index=context.process_index)
+        (item / ARRAY_METADATAS).make_folder()
+        (item / ARRAY_METADATAS / f"process_{context.process_index}").write_json(
+            {"array_metadatas": staged.array_metadatas})
+        if context.is_primary:
+            write_tree_record(item, record)
+            write_shardings(item, staged.shardings)
+            if staged.strings:
+                (item / STRINGS_FILE).write_json(staged.strings)
+
+    def finalize(self, directory: Location, *, context: SaveContext) -> None:
+        if self._format.use_ocdbt:
+            merge_process_databases(directory)
+
+    def restore(self, directory: Location, args: Any | None = None) -> Any:
+        record = read_tree_record(directory)
+        extras = _read_extras(directory, record)
+        target = getattr(args, "item", None)
+        restore_args = getattr(args, "restore_args", None)
+        return restore_tree(directory, record, extras, target=target, restore_args=restore_args,
+                            strict=getattr(args, "strict", True),
+                            partial=getattr(args, "partial_restore", False))
+
+    def metadata(self, directory: Location) -> Any:
+        record = read_tree_record(directory)
+        return describe_tree(directory, record, read_shardings(directory))
+
+
+def _read_extras(item: Location, record: TreeRecord) -> SavedExtras:
+    strings: dict[str, str] = {}
+    if any(leaf.value_type == "string" for leaf in record.leaves):
+        strings = read_json(item / STRINGS_FILE)
+    key_impls: dict[str, str] = {}
+    for name in (item / ARRAY_METADATAS).list_names():
+        try:
+            entries = json.loads((item / ARRAY_METADATAS / name).read_bytes()).get("array_metadatas", [])
+        except (ValueError, AttributeError) as error:
+            raise CorruptCheckpointError(f"Invalid JSON in {item / ARRAY_METADATAS / name}") from error
+        for entry in entries:
+            meta = entry.get("array_metadata", {}) if isinstance(entry, dict) else {}
+            ext = meta.get("ext_metadata") or {}
+            if isinstance(ext, dict) and isinstance(ext.get("random_key_impl"), str):
+                key_impls[str(meta.get("param_name"))] = ext["random_key_impl"]
+    shardings = read_shardings(item) if any(l.value_type == JAX_ARRAY for l in record.leaves) else {}
+    return SavedExtras(strings=strings, shardings=shardings, key_impls=key_impls)
+
+
+@register_with_handler(PyTreeCheckpointHandler, for_save=True)
+@dataclasses.dataclass
+class PyTreeSave(CheckpointArgs):
+    """Save `item` (a pytree); `save_args` is a matching tree of SaveArgs."""
+
+    item: Any
+    save_args: Any = None
+    ocdbt_target_data_file_size: int | None = None
+    enable_pinned_host_transfer: bool | None = None
+    custom_metadata: Any = None
+
+
+@register_with_handler(PyTreeCheckpointHandler, for_restore=True)
+@dataclasses.dataclass
+class PyTreeRestore(CheckpointArgs):
+    """Restore as the structure of `item` (or `restore_args`); `partial_restore` allows a subset."""
+
+    item: Any = None
+    restore_args: Any = None
+    transforms: Any = None
+    transforms_default_to_original: bool = True
+    legacy_transform_fn: Any = None
+    partial_restore: bool = False
+
+
+__all__ = ["ArrayMetadata", "PyTreeCheckpointHandler", "PyTreeRestore", "PyTreeSave", "ScalarMetadata"]

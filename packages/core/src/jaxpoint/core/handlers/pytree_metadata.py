@@ -1,0 +1,106 @@
+"""`_METADATA` of a PyTree item: the tree's paths and each leaf's value type.
+
+The format is orbax's (see docs/format.md). Readers tolerate unknown fields; every field
+read is type-checked so a hostile file fails with CorruptCheckpointError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxpoint.core.errors import CorruptCheckpointError
+from jaxpoint.core.storage import Location, read_json
+from jaxpoint.core.tree import KeyType, TreePath
+
+METADATA_FILE = "_METADATA"
+
+JAX_ARRAY = "jax.Array"
+NP_ARRAY = "np.ndarray"
+SCALAR = "scalar"
+STRING = "string"
+EMPTY_TYPES = {"None": None, "Dict": dict, "List": list, "Tuple": tuple}
+ARRAY_TYPES = (JAX_ARRAY, NP_ARRAY, SCALAR)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LeafRecord:
+    path: TreePath
+    value_type: str
+    write_shape: tuple[int, ...] | None = None
+
+    @property
+    def is_array(self) -> bool:
+        return self.value_type in ARRAY_TYPES
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TreeRecord:
+    leaves: list[LeafRecord]
+    use_ocdbt: bool = True
+    use_zarr3: bool = True
+    custom_metadata: Any = None
+
+
+def write_tree_record(item: Location, record: TreeRecord) -> None:
+    tree = {}
+    for leaf in record.leaves:
+        value = {"value_type": leaf.value_type,
+                 "skip_deserialize": leaf.value_type in EMPTY_TYPES}
+        if leaf.write_shape is not None:
+            value["write_shape"] = list(leaf.write_shape)
+        tree[leaf.path.metadata_key] = {
+            "key_metadata": [{"key": k, "key_type": int(t)}
+                             for k, t in zip(leaf.path.keys, leaf.path.key_types, strict=True)],
+            "value_metadata": value,
+        }
+    (item / METADATA_FILE).write_json({
+        "tree_metadata": tree,
+        "use_ocdbt": record.use_ocdbt,
+        "use_zarr3": record.use_zarr3,
+        "store_array_data_equal_to_fill_value": True,
+        "custom_metadata": record.custom_metadata,
+    })
+
+
+def _corrupt(where: Location, detail: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"Invalid tree metadata in {where / METADATA_FILE}: {detail}.")
+
+
+def _leaf_from_json(item: Location, key: str, entry: Any) -> LeafRecord:
+    if not isinstance(entry, dict) or not isinstance(entry.get("key_metadata"), list):
+        raise _corrupt(item, f"entry {key!r} lacks a key_metadata list")
+    keys, types = [], []
+    for part in entry["key_metadata"]:
+        if not isinstance(part, dict) or not isinstance(part.get("key"), str | int):
+            raise _corrupt(item, f"entry {key!r} has a malformed key")
+        try:
+            types.append(KeyType(part.get("key_type", KeyType.DICT)))
+        except (ValueError, TypeError) as error:
+            raise _corrupt(item, f"entry {key!r} has unknown key_type {part.get('key_type')!r}") from error
+        keys.append(str(part["key"]))
+    value = entry.get("value_metadata")
+    if not isinstance(value, dict) or not isinstance(value.get("value_type"), str):
+        raise _corrupt(item, f"entry {key!r} lacks value_metadata.value_type")
+    shape = value.get("write_shape")
+    if shape is not None:
+        if not isinstance(shape, list) or not all(isinstance(d, int) and 0 <= d < 2**62 for d in shape):
+            raise _corrupt(item, f"entry {key!r} has an invalid write_shape {shape!r}")
+        shape = tuple(shape)
+    return LeafRecord(path=TreePath(tuple(keys), tuple(types)), value_type=value["value_type"],
+                      write_shape=shape)
+
+
+def read_tree_record(item: Location) -> TreeRecord:
+    raw = read_json(item / METADATA_FILE)
+    tree = raw.get("tree_metadata")
+    if not isinstance(tree, dict):
+        raise _corrupt(item, "no tree_metadata object")
+    leaves = [_leaf_from_json(item, k, v) for k, v in tree.items()]
+    flags = {}
+    for flag, default in (("use_ocdbt", True), ("use_zarr3", False)):
+        value = raw.get(flag, default)
+        if not isinstance(value, bool):
+            raise _corrupt(item, f"{flag} is {value!r}, expected true or false")
+        flags[flag] = value
+    return TreeRecord(leaves=leaves, custom_metadata=raw.get("custom_metadata"), **flags)

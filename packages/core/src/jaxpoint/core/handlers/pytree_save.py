@@ -1,0 +1,124 @@
+"""Turning a tree into what gets written: leaf records, shard writes, strings, shardings.
+
+One pass over the tree, no I/O. Each process keeps only the shards it owns with
+`replica_id == 0`, so a replicated shard is written exactly once across all processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxpoint.core.errors import UnsupportedLeafError
+from jaxpoint.core.handlers.leaf_args import SaveArgs, as_dtype
+from jaxpoint.core.handlers.pytree_metadata import (
+    JAX_ARRAY,
+    NP_ARRAY,
+    SCALAR,
+    STRING,
+    LeafRecord,
+)
+from jaxpoint.core.storage import ArrayWrite
+from jaxpoint.core.storage.array_format import chunk_shape_for
+from jaxpoint.core.tree import TreePath, flatten_with_paths
+
+SCALAR_TYPES = (int, float, bool, complex, np.number, np.bool_)
+
+
+@dataclasses.dataclass(kw_only=True)
+class StagedTree:
+    """Everything one process writes for a tree item."""
+
+    records: list[LeafRecord] = dataclasses.field(default_factory=list)
+    writes: list[ArrayWrite] = dataclasses.field(default_factory=list)
+    strings: dict[str, str] = dataclasses.field(default_factory=dict)
+    shardings: dict[str, jax.sharding.Sharding] = dataclasses.field(default_factory=dict)
+    array_metadatas: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(data.nbytes for w in self.writes for _, data in w.shards)
+
+
+def _empty_type_name(leaf: Any) -> str:
+    if leaf is None:
+        return "None"
+    if isinstance(leaf, dict):
+        return "Dict"
+    return "List" if isinstance(leaf, list) else "Tuple"
+
+
+def _host_view(data: Any, dtype: np.dtype | None, *, copy: bool) -> np.ndarray:
+    array = np.asarray(data)
+    if dtype is not None and array.dtype != dtype:
+        return array.astype(dtype)
+    return np.array(array, copy=True) if copy else array
+
+
+def _chunk(write_shape: tuple[int, ...], dtype: np.dtype, args: SaveArgs | None) -> tuple[int, ...]:
+    if args is not None and args.write_chunk_shape is not None:
+        return tuple(max(1, int(d)) for d in args.write_chunk_shape)
+    return chunk_shape_for(write_shape, dtype.itemsize, args.chunk_byte_size if args else None)
+
+
+def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool) -> StagedTree:
+    """Plans the save of `tree`; `copy` stages private host copies (async saves)."""
+    entries, treedef = flatten_with_paths(tree)
+    per_leaf_args: list[Any] = [None] * len(entries)
+    if save_args is not None:
+        per_leaf_args = treedef.flatten_up_to(save_args)
+    staged = StagedTree()
+    for (path, leaf), args in zip(entries, per_leaf_args, strict=True):
+        _stage_leaf(staged, path, leaf, args, is_primary=is_primary, copy=copy)
+    return staged
+
+
+def _stage_leaf(staged: StagedTree, path: TreePath, leaf: Any, args: SaveArgs | None, *,
+                is_primary: bool, copy: bool) -> None:
+    name = path.param_name
+    dtype = as_dtype(args.dtype, where=f"SaveArgs for {path}") if args is not None else None
+    if isinstance(leaf, jax.Array):
+        ext = None
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            ext = {"random_key_impl": str(jax.random.key_impl(leaf))}
+            leaf = jax.random.key_data(leaf)
+        write_shape = tuple(leaf.sharding.shard_shape(leaf.shape))
+        target_dtype = dtype or np.dtype(leaf.dtype)
+        shards = [(shard.index, _host_view(shard.data, dtype, copy=copy))
+                  for shard in leaf.addressable_shards if shard.replica_id == 0]
+        chunk = _chunk(write_shape, target_dtype, args)
+        staged.records.append(LeafRecord(path=path, value_type=JAX_ARRAY, write_shape=write_shape))
+        staged.shardings[name] = leaf.sharding
+        staged.array_metadatas.append({"array_metadata": {
+            "param_name": name, "write_shape": list(write_shape), "chunk_shape": list(chunk),
+            "ext_metadata": ext}})
+        if shards:
+            staged.writes.append(ArrayWrite(param_name=name, shape=tuple(leaf.shape),
+                                            dtype=target_dtype, chunk_shape=chunk, shards=shards))
+        return
+    if isinstance(leaf, (np.ndarray, *SCALAR_TYPES)):
+        value_type = NP_ARRAY if isinstance(leaf, np.ndarray) else SCALAR
+        staged.records.append(LeafRecord(path=path, value_type=value_type))
+        if is_primary:
+            data = _host_view(leaf, dtype, copy=copy and isinstance(leaf, np.ndarray))
+            full = tuple(slice(0, d) for d in data.shape)
+            staged.writes.append(ArrayWrite(param_name=name, shape=data.shape, dtype=data.dtype,
+                                            chunk_shape=_chunk(data.shape, data.dtype, args),
+                                            shards=[(full, data)]))
+        return
+    if isinstance(leaf, str):
+        staged.records.append(LeafRecord(path=path, value_type=STRING))
+        staged.strings[name] = leaf
+        return
+    if leaf is None or (isinstance(leaf, dict | list | tuple) and len(leaf) == 0):
+        staged.records.append(LeafRecord(path=path, value_type=_empty_type_name(leaf)))
+        return
+    raise UnsupportedLeafError(
+        f"Expected a jax.Array, np.ndarray, scalar, str, None or empty container at tree path "
+        f"{path}, got {type(leaf).__module__}.{type(leaf).__qualname__}. To fix, convert it "
+        "(e.g. np.asarray), register its type as a pytree node, or save it in a separate item "
+        "(args.JsonSave for plain data)."
+    )

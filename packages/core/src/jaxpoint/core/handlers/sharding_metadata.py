@@ -1,0 +1,94 @@
+"""`_sharding`: each saved jax.Array's sharding, so a restore without target can reuse it.
+
+Restoring never needs this file: a target sharding always wins, and a saved sharding
+whose devices are not all present falls back to a single local device.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxpoint.core.storage import Location
+
+SHARDING_FILE = "_sharding"
+
+
+def _encode_name(param_name: str) -> str:
+    return base64.urlsafe_b64encode(param_name.encode()).decode()
+
+
+def describe_sharding(sharding: jax.sharding.Sharding) -> dict[str, Any] | None:
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        mesh = sharding.mesh
+        ids = np.vectorize(lambda d: {"id": int(d.id)}, otypes=[object])(mesh.devices).tolist()
+        spec = [list(p) if isinstance(p, tuple) else p for p in sharding.spec]
+        return {"sharding_type": "NamedSharding", "shape": list(mesh.devices.shape),
+                "axis_names": list(mesh.axis_names), "partition_spec": spec,
+                "device_mesh": {"mesh": ids}}
+    if isinstance(sharding, jax.sharding.SingleDeviceSharding):
+        (device,) = sharding.device_set
+        return {"sharding_type": "SingleDeviceSharding", "device_str": str(device),
+                "device_id": int(device.id)}
+    return None
+
+
+def write_shardings(item: Location, shardings: dict[str, jax.sharding.Sharding]) -> None:
+    described = {}
+    for name, sharding in shardings.items():
+        info = describe_sharding(sharding)
+        if info is not None:
+            described[_encode_name(name)] = json.dumps(info)
+    (item / SHARDING_FILE).write_json(described)
+
+
+def read_shardings(item: Location) -> dict[str, dict[str, Any]]:
+    """Decoded `_sharding` entries by parameter name; {} when absent or unreadable."""
+    location = item / SHARDING_FILE
+    try:
+        raw = json.loads(location.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return {}
+    result = {}
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            try:
+                name = base64.urlsafe_b64decode(key.encode()).decode()
+                info = json.loads(value)
+            except (ValueError, TypeError, AttributeError):
+                continue
+            if isinstance(info, dict):
+                result[name] = info
+    return result
+
+
+def sharding_from_description(info: dict[str, Any] | None) -> jax.sharding.Sharding | None:
+    """Rebuilds a saved sharding when every device it names is present; else None."""
+    if not info:
+        return None
+    devices = {d.id: d for d in jax.devices()}
+    try:
+        if info.get("sharding_type") == "NamedSharding":
+            ids = np.vectorize(lambda e: e["id"], otypes=[int])(np.array(
+                info["device_mesh"]["mesh"], dtype=object))
+            if not all(int(i) in devices for i in ids.flat):
+                return None
+            mesh = jax.sharding.Mesh(np.vectorize(lambda i: devices[int(i)], otypes=[object])(ids),
+                                     tuple(info["axis_names"]))
+            spec = [tuple(p) if isinstance(p, list) else p for p in info.get("partition_spec", [])]
+            return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+        if info.get("sharding_type") == "SingleDeviceSharding":
+            device_id = info.get("device_id")
+            if device_id is None:
+                text = str(info.get("device_str", ""))
+                device_id = int(text.rsplit(":", 1)[-1]) if ":" in text else None
+            device = devices.get(device_id)
+            if device is not None and device.process_index == jax.process_index():
+                return jax.sharding.SingleDeviceSharding(device)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None

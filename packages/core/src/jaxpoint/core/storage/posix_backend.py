@@ -1,0 +1,100 @@
+"""Local (POSIX) storage: folders, fsync'd files and atomic rename."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from typing import Any
+
+from jaxpoint.core.errors import StorageError
+
+
+def storage_error(error: OSError, action: str, path: str) -> StorageError:
+    """Turns an OSError into a StorageError that says what failed and how to fix it."""
+    hints = {
+        errno.ENOSPC: "The disk is full. Free space there (or save elsewhere) and retry.",
+        errno.EDQUOT: "The disk quota is exhausted. Free space there and retry.",
+        errno.EACCES: "Permission denied. Grant write access or choose another directory.",
+        errno.EPERM: "Operation not permitted. Grant write access or choose another directory.",
+        errno.EROFS: "The file system is read-only. Choose a writable directory.",
+        errno.ENOTDIR: "A parent of this path is a file, not a folder. Remove it or choose another path.",
+    }
+    hint = hints.get(error.errno, "Check that the location exists and is writable.")
+    wrapped = StorageError(f"Could not {action} {path}: {error.strerror or error}. {hint}")
+    wrapped.errno = error.errno
+    return wrapped
+
+
+def fsync_folder(path: str) -> None:
+    """Makes a folder's entries (new files, renames) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PosixBackend:
+    """Local disk; commits by renaming a finished tmp folder into place."""
+
+    has_atomic_rename = True
+
+    def kvstore_spec(self, path: str) -> dict[str, Any]:
+        return {"driver": "file", "path": path.rstrip("/") + "/"}
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def is_file(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def list_names(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        partial = f"{path}.partial-{os.getpid()}"
+        try:
+            with open(partial, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
+        except OSError as error:
+            if os.path.exists(partial):
+                os.remove(partial)
+            raise storage_error(error, "write", path) from error
+
+    def make_folder(self, path: str) -> None:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except FileExistsError as error:
+            raise StorageError(
+                f"Expected a folder at {path}, found a file. Remove the file or choose "
+                "another directory."
+            ) from error
+        except OSError as error:
+            raise storage_error(error, "create the folder", path) from error
+
+    def remove(self, path: str) -> None:
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+        except OSError as error:
+            raise storage_error(error, "remove", path) from error
+
+    def rename(self, source: str, target: str) -> None:
+        try:
+            os.rename(source, target)
+            fsync_folder(os.path.dirname(target) or ".")
+        except OSError as error:
+            raise storage_error(error, f"rename {source} to", target) from error

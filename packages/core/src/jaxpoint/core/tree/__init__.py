@@ -1,0 +1,15 @@
+"""Tree layer: key paths, flattening with paths, and rebuilding trees."""
+
+from jaxpoint.core.tree.build import build_tree
+from jaxpoint.core.tree.flatten import flatten_with_paths, is_empty_node
+from jaxpoint.core.tree.keys import KeyType, TreePath, path_from_jax, validate_path
+
+__all__ = [
+    "KeyType",
+    "TreePath",
+    "build_tree",
+    "flatten_with_paths",
+    "is_empty_node",
+    "path_from_jax",
+    "validate_path",
+]

@@ -1,0 +1,77 @@
+"""Tree paths as jaxpoint and orbax store them: a tuple of string keys plus key types.
+
+A leaf at `state["params"]["w"]` has keys ("params", "w"), key types (DICT, DICT) and the
+parameter name "params.w" inside the array database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from jaxpoint.core.errors import InvalidNameError
+
+
+class KeyType(enum.IntEnum):
+    """Orbax's `key_type` codes in `_METADATA`."""
+
+    SEQUENCE = 1
+    DICT = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TreePath:
+    """Where a leaf sits in a tree."""
+
+    keys: tuple[str, ...]
+    key_types: tuple[KeyType, ...]
+
+    @property
+    def param_name(self) -> str:
+        return ".".join(self.keys)
+
+    @property
+    def metadata_key(self) -> str:
+        """The `_METADATA` dict key: the Python repr of the key tuple, as orbax writes it."""
+        return str(self.keys)
+
+    def __str__(self) -> str:
+        return "".join(f"[{k}]" if t == KeyType.SEQUENCE else f"[{k!r}]"
+                       for k, t in zip(self.keys, self.key_types, strict=True)) or "<root>"
+
+
+def path_from_jax(key_path: Sequence[Any]) -> TreePath:
+    """Converts a `jax.tree_util` key path into a TreePath."""
+    keys, types = [], []
+    for entry in key_path:
+        if isinstance(entry, jax.tree_util.SequenceKey):
+            keys.append(str(entry.idx))
+            types.append(KeyType.SEQUENCE)
+        elif isinstance(entry, jax.tree_util.DictKey):
+            keys.append(str(entry.key))
+            types.append(KeyType.DICT)
+        elif isinstance(entry, jax.tree_util.GetAttrKey):
+            keys.append(entry.name)
+            types.append(KeyType.DICT)
+        elif isinstance(entry, jax.tree_util.FlattenedIndexKey):
+            keys.append(str(entry.key))
+            types.append(KeyType.SEQUENCE)
+        else:
+            keys.append(str(entry))
+            types.append(KeyType.DICT)
+    return TreePath(tuple(keys), tuple(types))
+
+
+def validate_path(path: TreePath) -> None:
+    """Rejects keys that would break the stored layout or escape the checkpoint folder."""
+    for key in path.keys:
+        if not key or key in (".", "..") or "/" in key or "\\" in key or "\x00" in key:
+            raise InvalidNameError(
+                f"Expected tree keys without '/', '\\', NUL and not '.', '..' or empty, got "
+                f"{key!r} at tree path {path}. Such a key would escape or break the checkpoint "
+                "folder. To fix, rename the key."
+            )
