@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): requirements.lock $(wildcard packages/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-virtualenv -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation $(foreach p,$(PACKAGES),-e $(p))
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --config-settings editable_mode=compat $(foreach p,$(PACKAGES),-e $(p))
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -40,8 +40,8 @@ from jaxpoint.core.handlers import (
     RestoreArgs,
     SaveArgs,
     StandardCheckpointHandler,
+    register_with_handler,
 )
-from jaxpoint.core.handlers import register_with_handler
 
 __all__ = [
     "ArrayCheckpointHandler", "ArrayMetadata", "ArrayRestoreArgs", "AsyncCheckpointer",

@@ -23,7 +23,13 @@ from jaxpoint.core.errors import (
     UncommittedCheckpointError,
 )
 from jaxpoint.core.handlers import SaveContext, WriteStep
-from jaxpoint.core.storage import TMP_SUFFIX, CommitProtocol, Location, commit_protocol_for, is_tmp_name
+from jaxpoint.core.storage import (
+    TMP_SUFFIX,
+    CommitProtocol,
+    Location,
+    commit_protocol_for,
+    is_tmp_name,
+)
 
 
 @dataclasses.dataclass(kw_only=True)

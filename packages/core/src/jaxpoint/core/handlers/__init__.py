@@ -25,9 +25,6 @@ from jaxpoint.core.handlers.registry import (
 from jaxpoint.core.handlers.standard import StandardCheckpointHandler, StandardRestore, StandardSave
 from jaxpoint.core.handlers.tree_metadata_view import ArrayMetadata, ScalarMetadata, StringMetadata
 
-for _handler in (CompositeCheckpointHandler,):
-    register_typestr(_handler)
-
 __all__ = [
     "ArrayCheckpointHandler", "ArrayMetadata", "ArrayRestore", "ArrayRestoreArgs", "ArraySave",
     "CheckpointArgs", "CheckpointHandler", "Composite", "CompositeCheckpointHandler",

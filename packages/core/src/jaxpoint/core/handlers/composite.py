@@ -12,7 +12,11 @@ from typing import Any, ClassVar
 
 from jaxpoint.core.errors import CheckpointNotFoundError, InvalidArgumentError
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
-from jaxpoint.core.handlers.registry import handler_for_args, handler_for_typestr
+from jaxpoint.core.handlers.registry import (
+    handler_for_args,
+    handler_for_typestr,
+    register_with_handler,
+)
 from jaxpoint.core.storage import COMMIT_MARKER, Location, read_json, validate_name
 from jaxpoint.core.storage.commit import write_marker
 
@@ -150,3 +154,6 @@ class CompositeCheckpointHandler:
             if handler is not None:
                 result[name] = handler.metadata(directory / name)
         return result
+
+
+register_with_handler(CompositeCheckpointHandler, for_save=True, for_restore=True)(Composite)

@@ -11,8 +11,6 @@ import dataclasses
 import json
 from typing import Any, ClassVar
 
-import jax
-
 from jaxpoint.core.errors import CorruptCheckpointError
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
 from jaxpoint.core.handlers.pytree_metadata import (
@@ -26,7 +24,13 @@ from jaxpoint.core.handlers.pytree_save import StagedTree, stage_tree
 from jaxpoint.core.handlers.registry import register_with_handler
 from jaxpoint.core.handlers.sharding_metadata import read_shardings, write_shardings
 from jaxpoint.core.handlers.tree_metadata_view import ArrayMetadata, ScalarMetadata, describe_tree
-from jaxpoint.core.storage import ArrayFormat, Location, merge_process_databases, read_json, write_arrays
+from jaxpoint.core.storage import (
+    ArrayFormat,
+    Location,
+    merge_process_databases,
+    read_json,
+    write_arrays,
+)
 
 STRINGS_FILE = "_strings.json"
 ARRAY_METADATAS = "array_metadatas"
@@ -102,7 +106,7 @@ def _read_extras(item: Location, record: TreeRecord) -> SavedExtras:
             ext = meta.get("ext_metadata") or {}
             if isinstance(ext, dict) and isinstance(ext.get("random_key_impl"), str):
                 key_impls[str(meta.get("param_name"))] = ext["random_key_impl"]
-    shardings = read_shardings(item) if any(l.value_type == JAX_ARRAY for l in record.leaves) else {}
+    shardings = read_shardings(item) if any(leaf.value_type == JAX_ARRAY for leaf in record.leaves) else {}
     return SavedExtras(strings=strings, shardings=shardings, key_impls=key_impls)
 
 

@@ -13,12 +13,10 @@ from typing import Any
 
 import jax
 import numpy as np
-
 from jaxpoint.core.errors import TreeMismatchError
 from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs, as_dtype
 from jaxpoint.core.handlers.pytree_metadata import (
     EMPTY_TYPES,
-    JAX_ARRAY,
     NP_ARRAY,
     SCALAR,
     STRING,

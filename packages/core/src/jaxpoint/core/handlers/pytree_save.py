@@ -11,7 +11,6 @@ from typing import Any
 
 import jax
 import numpy as np
-
 from jaxpoint.core.errors import UnsupportedLeafError
 from jaxpoint.core.handlers.leaf_args import SaveArgs, as_dtype
 from jaxpoint.core.handlers.pytree_metadata import (

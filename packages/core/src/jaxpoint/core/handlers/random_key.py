@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 import jax
 import numpy as np
-
 from jaxpoint.core.errors import UnsupportedLeafError
 from jaxpoint.core.handlers.array_handler import ArrayCheckpointHandler, ArrayRestore, ArraySave
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep

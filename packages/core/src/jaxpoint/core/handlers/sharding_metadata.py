@@ -12,7 +12,6 @@ from typing import Any
 
 import jax
 import numpy as np
-
 from jaxpoint.core.storage import Location
 
 SHARDING_FILE = "_sharding"

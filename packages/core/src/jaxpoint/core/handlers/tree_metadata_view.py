@@ -10,7 +10,6 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-
 from jaxpoint.core.handlers.pytree_metadata import EMPTY_TYPES, STRING, TreeRecord
 from jaxpoint.core.handlers.sharding_metadata import sharding_from_description
 from jaxpoint.core.storage import Location, open_arrays

@@ -1,7 +1,13 @@
 """Storage layer: locations, commit protocols, TensorStore array specs and bulk I/O."""
 
 from jaxpoint.core.storage.array_format import ArrayFormat
-from jaxpoint.core.storage.array_io import ArrayRead, ArrayWrite, open_arrays, read_arrays, write_arrays
+from jaxpoint.core.storage.array_io import (
+    ArrayRead,
+    ArrayWrite,
+    open_arrays,
+    read_arrays,
+    write_arrays,
+)
 from jaxpoint.core.storage.commit import (
     COMMIT_MARKER,
     TMP_SUFFIX,

@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 import numpy as np
-
 from jaxpoint.core.storage.location import Location
 
 PROCESS_DB_PREFIX = "ocdbt.process_"

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import tensorstore as ts
-
 from jaxpoint.core.errors import CorruptCheckpointError, StorageError
 from jaxpoint.core.storage.array_format import (
     ArrayFormat,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import tensorstore as ts
-
 from jaxpoint.core.errors import StorageError
 from jaxpoint.core.storage.context import shared_context
 

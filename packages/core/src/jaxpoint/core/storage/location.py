@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 from typing import Any
 
 from jaxpoint.core.errors import InvalidNameError
@@ -90,7 +91,7 @@ class Location:
                 for part in parts:
                     validate_name(part, what=f"path component of {text!r}")
                 return cls(_object_backend(scheme, bucket), f"{scheme_sep}{bucket}/", "/".join(parts))
-        if "://" in text.split("/", 1)[0] + "/" and not text.startswith("/"):
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
             raise InvalidNameError(
                 f"Unsupported storage URL {text!r}. Expected a local path, gs://, s3:// or "
                 "memory://."

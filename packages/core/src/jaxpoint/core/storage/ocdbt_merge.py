@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import tensorstore as ts
-
 from jaxpoint.core.errors import StorageError
 from jaxpoint.core.storage.array_format import (
     OCDBT_CONFIG,

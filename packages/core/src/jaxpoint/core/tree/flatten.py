@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-
 from jaxpoint.core.errors import InvalidNameError
 from jaxpoint.core.tree.keys import TreePath, path_from_jax, validate_path
 

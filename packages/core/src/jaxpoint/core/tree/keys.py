@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-
 from jaxpoint.core.errors import InvalidNameError
 
 
