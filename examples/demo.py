@@ -75,8 +75,11 @@ def main() -> None:
             a, b = jax.random.key_data(a), jax.random.key_data(b)
         return np.array_equal(np.asarray(a), np.asarray(b))
 
-    assert all(same(a, b) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)))
-    assert restored["params"]["layer0"]["w"].sharding.mesh.devices.shape == (2, 4)
+    leaves = zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True)
+    if not all(same(a, b) for a, b in leaves):
+        raise SystemExit("Restored state differs from the saved one.")
+    if restored["params"]["layer0"]["w"].sharding.mesh.devices.shape != (2, 4):
+        raise SystemExit("Restored arrays are not on the requested mesh.")
     print("Every leaf matches bit for bit, including the RNG key, step and data position.")
 
 
