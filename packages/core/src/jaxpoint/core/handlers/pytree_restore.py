@@ -242,7 +242,14 @@ def _assemble(plan: LeafPlan, layout: tuple, data: list[np.ndarray]) -> Any:
             return plan.scalar_type(value)
         item = value.item()
         return plan.scalar_type(item) if plan.scalar_type is not None else item
-    shards = [jax.device_put(fitted[region], device) for device, region in placements]
+    shards, adopted = [], set()
+    for device, region in placements:
+        buffer = fitted[region]
+        if region in adopted:
+            # device_put adopts aligned host buffers; replicas must not share one.
+            buffer = np.copy(buffer)
+        adopted.add(region)
+        shards.append(jax.device_put(buffer, device))
     return jax.make_array_from_single_device_arrays(shape, plan.sharding, shards)
 
 

@@ -86,8 +86,13 @@ def _stage_leaf(staged: StagedTree, path: TreePath, leaf: Any, args: SaveArgs | 
             leaf = jax.random.key_data(leaf)
         write_shape = tuple(leaf.sharding.shard_shape(leaf.shape))
         target_dtype = dtype or np.dtype(leaf.dtype)
-        shards = [(shard.index, _host_view(shard.data, dtype, copy=copy))
-                  for shard in leaf.addressable_shards if shard.replica_id == 0]
+        owned = [shard for shard in leaf.addressable_shards if shard.replica_id == 0]
+        for shard in owned:
+            shard.data.copy_to_host_async()  # overlap device-to-host copies of all shards
+        # No copy needed for async saves: a jax.Array is immutable, and the host view holds
+        # an external reference that keeps its buffer alive through delete() and blocks
+        # donation from reusing it; on accelerators np.asarray is already a private copy.
+        shards = [(shard.index, _host_view(shard.data, dtype, copy=False)) for shard in owned]
         chunk = _chunk(write_shape, target_dtype, args)
         staged.records.append(LeafRecord(path=path, value_type=JAX_ARRAY, write_shape=write_shape))
         staged.shardings[name] = leaf.sharding
