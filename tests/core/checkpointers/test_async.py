@@ -31,6 +31,21 @@ def test_mutation_and_deletion_after_save_do_not_change_what_is_written(tmp_path
     assert np.array_equal(restored["device"], np.arange(1000, dtype=np.float32) * 2)
 
 
+@pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
+def test_donation_after_save_does_not_change_what_is_written(tmp_path):
+    import jax
+
+    params = jnp.arange(1 << 16, dtype=jnp.float32)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(tmp_path / "a", {"params": params})
+    step = jax.jit(lambda p: p * 0 - 1, donate_argnums=0)
+    updated = step(params)
+    ckptr.wait_until_finished()
+    assert float(updated[0]) == -1.0
+    restored = ocp.restore(tmp_path / "a")["params"]
+    assert np.array_equal(restored, np.arange(1 << 16, dtype=np.float32))
+
+
 class ExplodingHandler:
     """A user handler whose write fails, as a full disk or a lost bucket would."""
 
