@@ -8,7 +8,6 @@ Layout under the item folder (orbax's): `_METADATA`, `_sharding`, `_strings.json
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, ClassVar
 
 from jaxpoint.core.errors import CorruptCheckpointError
@@ -97,12 +96,19 @@ def _read_extras(item: Location, record: TreeRecord) -> SavedExtras:
         strings = read_json(item / STRINGS_FILE)
     key_impls: dict[str, str] = {}
     for name in (item / ARRAY_METADATAS).list_names():
-        try:
-            entries = json.loads((item / ARRAY_METADATAS / name).read_bytes()).get("array_metadatas", [])
-        except (ValueError, AttributeError) as error:
-            raise CorruptCheckpointError(f"Invalid JSON in {item / ARRAY_METADATAS / name}") from error
+        entries = read_json(item / ARRAY_METADATAS / name).get("array_metadatas", [])
+        if not isinstance(entries, list):
+            raise CorruptCheckpointError(
+                f"Expected a list under 'array_metadatas' in {item / ARRAY_METADATAS / name}, "
+                f"got {type(entries).__name__}. The file is corrupt."
+            )
         for entry in entries:
-            meta = entry.get("array_metadata", {}) if isinstance(entry, dict) else {}
+            meta = entry.get("array_metadata") if isinstance(entry, dict) else None
+            if not isinstance(meta, dict):
+                raise CorruptCheckpointError(
+                    f"Expected objects with an 'array_metadata' object in "
+                    f"{item / ARRAY_METADATAS / name}, got {entry!r:.200}. The file is corrupt."
+                )
             ext = meta.get("ext_metadata") or {}
             if isinstance(ext, dict) and isinstance(ext.get("random_key_impl"), str):
                 key_impls[str(meta.get("param_name"))] = ext["random_key_impl"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jaxpoint.core.errors import CorruptCheckpointError
+from jaxpoint.core.errors import CorruptCheckpointError, InvalidNameError
 from jaxpoint.core.storage import Location, read_json
-from jaxpoint.core.tree import KeyType, TreePath
+from jaxpoint.core.tree import KeyType, TreePath, validate_path
 
 METADATA_FILE = "_METADATA"
 
@@ -40,6 +40,8 @@ class TreeRecord:
     use_ocdbt: bool = True
     use_zarr3: bool = True
     custom_metadata: Any = None
+    # `store_array_data_equal_to_fill_value`: every chunk was written, none may be missing.
+    has_every_chunk: bool = False
 
 
 def write_tree_record(item: Location, record: TreeRecord) -> None:
@@ -79,6 +81,10 @@ def _leaf_from_json(item: Location, key: str, entry: Any) -> LeafRecord:
         except (ValueError, TypeError) as error:
             raise _corrupt(item, f"entry {key!r} has unknown key_type {part.get('key_type')!r}") from error
         keys.append(str(part["key"]))
+    try:
+        validate_path(TreePath(tuple(keys), tuple(types)))
+    except InvalidNameError as error:
+        raise _corrupt(item, f"entry {key!r}: {error}") from error
     value = entry.get("value_metadata")
     if not isinstance(value, dict) or not isinstance(value.get("value_type"), str):
         raise _corrupt(item, f"entry {key!r} lacks value_metadata.value_type")
@@ -97,10 +103,30 @@ def read_tree_record(item: Location) -> TreeRecord:
     if not isinstance(tree, dict):
         raise _corrupt(item, "no tree_metadata object")
     leaves = [_leaf_from_json(item, k, v) for k, v in tree.items()]
+    _check_paths_distinct(item, leaves)
     flags = {}
-    for flag, default in (("use_ocdbt", True), ("use_zarr3", False)):
+    for flag, default, field in (("use_ocdbt", True, "use_ocdbt"), ("use_zarr3", False, "use_zarr3"),
+                                 ("store_array_data_equal_to_fill_value", False, "has_every_chunk")):
         value = raw.get(flag, default)
         if not isinstance(value, bool):
             raise _corrupt(item, f"{flag} is {value!r}, expected true or false")
-        flags[flag] = value
+        flags[field] = value
     return TreeRecord(leaves=leaves, custom_metadata=raw.get("custom_metadata"), **flags)
+
+
+def _check_paths_distinct(item: Location, leaves: list[LeafRecord]) -> None:
+    """Two leaves may not share a parameter name, nor may one leaf sit inside another."""
+    names: dict[str, LeafRecord] = {}
+    for leaf in leaves:
+        other = names.setdefault(leaf.path.param_name, leaf)
+        if other is not leaf:
+            raise _corrupt(item, f"tree paths {other.path} and {leaf.path} both name parameter "
+                                 f"{leaf.path.param_name!r}")
+    paths = {leaf.path.keys for leaf in leaves}
+    if () in paths and len(paths) > 1:
+        raise _corrupt(item, "a leaf at the root (key path []) sits beside other leaves")
+    for leaf in leaves:
+        for depth in range(1, len(leaf.path.keys)):
+            if leaf.path.keys[:depth] in paths:
+                raise _corrupt(item, f"tree path {leaf.path} lies inside the leaf at "
+                                     f"{list(leaf.path.keys[:depth])}")

@@ -8,12 +8,14 @@ caller asked for `strict=False` (pad or truncate shapes, cast dtypes).
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
-from jaxpoint.core.errors import TreeMismatchError
+from jaxpoint.core.errors import CorruptCheckpointError, TreeMismatchError
 from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs, as_dtype
 from jaxpoint.core.handlers.pytree_metadata import (
     EMPTY_TYPES,
@@ -154,6 +156,9 @@ def _regions(plan: LeafPlan, shape: tuple[int, ...]) -> tuple[list[Region], list
     """Unique regions to read and, for jax leaves, (device, region) placements."""
     if plan.kind != "jax":
         return [tuple((0, d) for d in shape)], []
+    if plan.sharding.is_fully_replicated:  # skips JAX's per-device index computation
+        whole = tuple((0, d) for d in shape)
+        return [whole], [(device, whole) for device in plan.sharding.addressable_devices]
     placements = [(device, _normalize(index, shape)) for device, index in
                   plan.sharding.addressable_devices_indices_map(shape).items()]
     unique = list(dict.fromkeys(region for _, region in placements))
@@ -197,10 +202,11 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
     """Reads every array leaf concurrently and returns the restored values in plan order."""
     array_plans = [p for p in plans if p.kind in ("jax", "numpy", "scalar")]
     stores = open_arrays(item, [p.path.param_name for p in array_plans],
-                         use_ocdbt=record.use_ocdbt, use_zarr3=record.use_zarr3)
+                         use_ocdbt=record.use_ocdbt, use_zarr3=record.use_zarr3,
+                         has_every_chunk=record.has_every_chunk)
     reads, layouts = [], []
     for plan, store in zip(array_plans, stores, strict=True):
-        stored_shape, stored_dtype = tuple(store.shape), np.dtype(store.dtype.numpy_dtype)
+        stored_shape, stored_dtype = store.shape, store.dtype
         key_impl = extras.key_impls.get(plan.path.param_name)
         if key_impl is not None:
             plan.shape, plan.dtype, sharding = None, None, plan.sharding
@@ -213,19 +219,69 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
         reads.append(ArrayRead(param_name=plan.path.param_name, dtype=dtype,
                                regions=[_clipped_read(r, stored_shape) for r in unique]))
         layouts.append((shape, dtype, unique, placements, key_impl, sharding))
+    _check_host_memory(item, reads)
     buffers = read_arrays(item, stores, reads)
     values: dict[int, Any] = {}
+    whole: list[tuple[LeafPlan, np.ndarray]] = []
     for plan, layout, data in zip(array_plans, layouts, buffers, strict=True):
-        values[id(plan)] = _assemble(plan, layout, data)
+        if _is_whole(plan, layout):
+            whole.append((plan, _fit(data[0], layout[2][0], layout[1])))
+        else:
+            values[id(plan)] = _assemble(plan, layout, data)
+    if whole:
+        # One batched transfer for every leaf read whole (small, replicated, single-device).
+        placed = jax.device_put([buffer for _, buffer in whole], [plan.sharding for plan, _ in whole])
+        values.update((id(plan), array) for (plan, _), array in zip(whole, placed, strict=True))
     result = []
     for plan in plans:
         if plan.kind == "empty":
             result.append(plan.empty_value)
         elif plan.kind == "string":
-            result.append(extras.strings.get(plan.path.param_name, ""))
+            result.append(_saved_string(item, plan, extras))
         else:
             result.append(values[id(plan)])
     return result
+
+
+def _saved_string(item: Location, plan: LeafPlan, extras: SavedExtras) -> str:
+    value = extras.strings.get(plan.path.param_name)
+    if not isinstance(value, str):
+        raise CorruptCheckpointError(
+            f"Expected string leaf {plan.path.param_name!r} in {item / '_strings.json'}, found "
+            f"{type(value).__name__}. The checkpoint is damaged; restore an earlier one."
+        )
+    return value
+
+
+def _host_memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _check_host_memory(item: Location, reads: Sequence[ArrayRead]) -> None:
+    """Refuses reads larger than this host's memory before TensorStore allocates them.
+
+    Shapes come from stored zarr metadata: a damaged or hostile header must fail here
+    with an error, not abort the process inside an allocation.
+    """
+    sizes = [(math.prod(s.stop - s.start for s in region) * np.dtype(read.dtype).itemsize,
+              read.param_name) for read in reads for region in read.regions]
+    needed = sum(size for size, _ in sizes)
+    available = _host_memory_bytes()
+    if needed > available:
+        largest, name = max(sizes)
+        raise CorruptCheckpointError(
+            f"Restoring {item} would need {needed / 2**30:.1f} GiB of host memory (parameter "
+            f"{name!r} alone {largest / 2**30:.1f} GiB), more than this host's "
+            f"{available / 2**30:.1f} GiB. The shapes come from the stored array metadata, which "
+            "is corrupt unless the arrays really are that large; then restore onto a target "
+            "sharded over more processes."
+        )
+
+
+def _is_whole(plan: LeafPlan, layout: tuple) -> bool:
+    shape, _, unique, _, key_impl, _ = layout
+    return (plan.kind == "jax" and key_impl is None and len(unique) == 1
+            and unique[0] == tuple((0, d) for d in shape))
 
 
 def _assemble(plan: LeafPlan, layout: tuple, data: list[np.ndarray]) -> Any:

@@ -75,6 +75,10 @@ def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool) -> St
     return staged
 
 
+def _on_accelerator(array: jax.Array) -> bool:
+    return next(iter(array.sharding.device_set)).platform != "cpu"
+
+
 def _stage_leaf(staged: StagedTree, path: TreePath, leaf: Any, args: SaveArgs | None, *,
                 is_primary: bool, copy: bool) -> None:
     name = path.param_name
@@ -87,8 +91,9 @@ def _stage_leaf(staged: StagedTree, path: TreePath, leaf: Any, args: SaveArgs | 
         write_shape = tuple(leaf.sharding.shard_shape(leaf.shape))
         target_dtype = dtype or np.dtype(leaf.dtype)
         owned = [shard for shard in leaf.addressable_shards if shard.replica_id == 0]
-        for shard in owned:
-            shard.data.copy_to_host_async()  # overlap device-to-host copies of all shards
+        if _on_accelerator(leaf):
+            for shard in owned:
+                shard.data.copy_to_host_async()  # overlap device-to-host copies of all shards
         # No copy needed for async saves: a jax.Array is immutable, and the host view holds
         # an external reference that keeps its buffer alive through delete() and blocks
         # donation from reusing it; on accelerators np.asarray is already a private copy.

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
 import numpy as np
-from jaxpoint.core.storage import Location
+from jaxpoint.core.errors import CheckpointError
+from jaxpoint.core.storage import Location, read_json
 
 SHARDING_FILE = "_sharding"
 
@@ -37,32 +39,60 @@ def describe_sharding(sharding: jax.sharding.Sharding) -> dict[str, Any] | None:
 
 
 def write_shardings(item: Location, shardings: dict[str, jax.sharding.Sharding]) -> None:
-    described = {}
+    described, encoded = {}, {}  # trees share few shardings: describe each once
     for name, sharding in shardings.items():
-        info = describe_sharding(sharding)
-        if info is not None:
-            described[_encode_name(name)] = json.dumps(info)
+        if id(sharding) not in encoded:
+            info = describe_sharding(sharding)
+            encoded[id(sharding)] = json.dumps(info) if info is not None else None
+        if encoded[id(sharding)] is not None:
+            described[_encode_name(name)] = encoded[id(sharding)]
     (item / SHARDING_FILE).write_json(described)
 
 
-def read_shardings(item: Location) -> dict[str, dict[str, Any]]:
-    """Decoded `_sharding` entries by parameter name; {} when absent or unreadable."""
-    location = item / SHARDING_FILE
+class SavedShardings(Mapping[str, dict[str, Any]]):
+    """`_sharding` entries by parameter name, each parsed on first use."""
+
+    def __init__(self, raw: dict[str, str]) -> None:
+        self._raw = raw
+        self._parsed: dict[str, dict[str, Any] | None] = {}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name not in self._parsed:
+            try:
+                info = json.loads(self._raw[name]) if name in self._raw else None
+            except (ValueError, TypeError, RecursionError):
+                info = None
+            self._parsed[name] = info if isinstance(info, dict) else None
+        value = self._parsed[name]
+        return default if value is None else value
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._raw if self.get(name) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def read_shardings(item: Location) -> SavedShardings:
+    """Saved sharding descriptions by parameter name; empty when absent or unreadable."""
     try:
-        raw = json.loads(location.read_bytes())
-    except (FileNotFoundError, ValueError):
-        return {}
-    result = {}
+        raw = read_json(item / SHARDING_FILE)
+    except CheckpointError:
+        return SavedShardings({})
+    decoded = {}
     if isinstance(raw, dict):
         for key, value in raw.items():
             try:
-                name = base64.urlsafe_b64decode(key.encode()).decode()
-                info = json.loads(value)
+                decoded[base64.urlsafe_b64decode(key.encode()).decode()] = value
             except (ValueError, TypeError, AttributeError):
                 continue
-            if isinstance(info, dict):
-                result[name] = info
-    return result
+    return SavedShardings(decoded)
 
 
 def sharding_from_description(info: dict[str, Any] | None) -> jax.sharding.Sharding | None:

@@ -53,12 +53,10 @@ def describe_tree(item: Location, record: TreeRecord, shardings: dict[str, dict[
     for leaf, store in zip(arrays, stores, strict=True):
         name = leaf.path.param_name
         cls = ScalarMetadata if leaf.value_type == "scalar" else ArrayMetadata
-        layout = store.chunk_layout
         by_name[name] = cls(
-            name=name, shape=tuple(store.shape), dtype=np.dtype(store.dtype.numpy_dtype),
+            name=name, shape=store.shape, dtype=store.dtype,
             value_type=leaf.value_type, write_shape=leaf.write_shape,
-            chunk_shape=tuple(layout.read_chunk.shape) if layout.read_chunk.shape else None,
-            sharding_description=shardings.get(name))
+            chunk_shape=store.chunk_shape or None, sharding_description=shardings.get(name))
     entries = []
     for leaf in record.leaves:
         name = leaf.path.param_name

@@ -4,6 +4,7 @@ from jaxpoint.core.storage.array_format import ArrayFormat
 from jaxpoint.core.storage.array_io import (
     ArrayRead,
     ArrayWrite,
+    StoredArray,
     open_arrays,
     read_arrays,
     write_arrays,
@@ -27,6 +28,7 @@ __all__ = [
     "ArrayWrite",
     "CommitProtocol",
     "Location",
+    "StoredArray",
     "commit_protocol_for",
     "is_tmp_name",
     "merge_process_databases",

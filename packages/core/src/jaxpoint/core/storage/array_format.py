@@ -112,7 +112,15 @@ def create_spec(item: Location, param_name: str, *, database: dict[str, Any] | N
             "store_data_equal_to_fill_value": True}
 
 
-def open_spec(item: Location, param_name: str, *, use_ocdbt: bool, use_zarr3: bool) -> dict[str, Any]:
-    """Spec that opens an existing array for reading; its metadata comes from the files."""
-    return {"driver": "zarr3" if use_zarr3 else "zarr",
+def open_spec(item: Location, param_name: str, *, use_ocdbt: bool, use_zarr3: bool,
+              has_every_chunk: bool = False) -> dict[str, Any]:
+    """Spec that opens an existing array for reading; its metadata comes from the files.
+
+    `has_every_chunk`: every chunk was written, so a missing one fails the read instead of
+    silently reading as the fill value.
+    """
+    spec = {"driver": "zarr3" if use_zarr3 else "zarr",
             "kvstore": array_kvstore_spec(item, param_name, use_ocdbt=use_ocdbt)}
+    if has_every_chunk:
+        spec["fill_missing_data_reads"] = False
+    return spec

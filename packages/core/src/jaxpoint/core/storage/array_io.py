@@ -8,15 +8,21 @@ the end. Nothing here copies array data; callers own the buffers they pass in.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tensorstore as ts
-from jaxpoint.core.errors import CorruptCheckpointError, StorageError
+from jaxpoint.core.errors import CheckpointError, CorruptCheckpointError, StorageError
+from jaxpoint.core.storage import small_arrays
 from jaxpoint.core.storage.array_format import (
     ArrayFormat,
     create_spec,
+    item_database_spec,
     open_spec,
     process_database_spec,
 )
@@ -46,6 +52,59 @@ class ArrayRead:
     dtype: np.dtype | None = None
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StoredArray:
+    """An opened stored array: a TensorStore handle, or the raw chunk of a small array."""
+
+    param_name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunk_shape: tuple[int, ...]
+    store: ts.TensorStore | None = None
+    chunk: bytes | None = None  # small arrays (see small_arrays); None when zero-size
+
+
+def _is_bulk_write(write: ArrayWrite, fmt: ArrayFormat) -> bool:
+    if not (fmt.use_ocdbt and fmt.use_zarr3 and fmt.compression is None):
+        return False
+    whole = tuple(slice(0, d) for d in write.shape)
+    return (len(write.shards) == 1 and _normalized(write.shards[0][0], write.shape) == whole
+            and write.chunk_shape == tuple(max(1, d) for d in write.shape)
+            and small_arrays.is_small(write.shape, write.dtype))
+
+
+def _normalized(index: Index, shape: tuple[int, ...]) -> Index:
+    return tuple(slice(*s.indices(d)[:2]) for s, d in zip(index, shape, strict=True))
+
+
+def _write_small(item: Location, database: dict[str, Any], writes: Sequence[ArrayWrite],
+                 nbytes: int) -> None:
+    """Writes small whole arrays as encoded chunks in bounded OCDBT transactions."""
+    arrays = {w.param_name: np.asarray(w.shards[0][1], dtype=w.dtype) for w in writes}
+    encoded: dict[str, bytes] = {}
+    nonempty = [(name, a) for name, a in arrays.items() if a.size > 0]
+    for (dtype, _), group in small_arrays.group_by_layout(nonempty).items():
+        chunks = small_arrays.encode_chunks(np.dtype(dtype), [a for _, a in group])
+        encoded.update(zip((name for name, _ in group), chunks, strict=True))
+    store = _result(ts.KvStore.open(database, context=shared_context()), "create", item,
+                    writes[0].param_name, nbytes=nbytes)
+    transaction, pending, held = ts.Transaction(), [], 0
+    for write in writes:
+        name = write.param_name
+        target = store.with_transaction(transaction)
+        pending.append(target.write(f"{name}/zarr.json".encode(),
+                                    small_arrays.zarr_json(write.shape, write.dtype)))
+        if name in encoded:
+            pending.append(target.write(f"{name}/{small_arrays.chunk_key(write.shape)}".encode(),
+                                        encoded[name]))
+            held += len(encoded[name])
+        if held >= small_arrays.TRANSACTION_BYTES or write is writes[-1]:
+            for future in pending:
+                _result(future, "write", item, name, nbytes=nbytes)
+            _result(transaction.commit_async(), "write", item, name, nbytes=nbytes)
+            transaction, pending, held = ts.Transaction(), [], 0
+
+
 def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayFormat,
                  process_index: int) -> None:
     """Writes every shard of `writes` into this process's database under `item`."""
@@ -53,6 +112,11 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
         return
     database = process_database_spec(item, process_index) if fmt.use_ocdbt else None
     context = shared_context()
+    nbytes = sum(data.nbytes for w in writes for _, data in w.shards)
+    is_bulk = [_is_bulk_write(w, fmt) for w in writes]
+    if any(is_bulk):
+        _write_small(item, database, [w for w, b in zip(writes, is_bulk, strict=True) if b], nbytes)
+        writes = [w for w, b in zip(writes, is_bulk, strict=True) if not b]
     opening = [
         ts.open(create_spec(item, w.param_name, database=database, shape=w.shape, dtype=w.dtype,
                             chunk_shape=w.chunk_shape, fmt=fmt), create=True, context=context)
@@ -60,21 +124,73 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
     ]
     pending: list[tuple[str, Any]] = []
     for write, future in zip(writes, opening, strict=True):
-        store = _result(future, "create", item, write.param_name)
+        store = _result(future, "create", item, write.param_name, nbytes=nbytes)
         for index, data in write.shards:
             pending.append((write.param_name, store[index].write(
                 data, can_reference_source_data_indefinitely=True)))
     for name, future in pending:
-        _result(future, "write", item, name)
+        _result(future, "write", item, name, nbytes=nbytes)
 
 
 def open_arrays(item: Location, names: Sequence[str], *, use_ocdbt: bool,
-                use_zarr3: bool) -> list[ts.TensorStore]:
-    """Opens stored arrays concurrently; metadata comes from the files."""
+                use_zarr3: bool, has_every_chunk: bool = False) -> list[StoredArray]:
+    """Opens stored arrays concurrently; metadata comes from the files.
+
+    Small single-chunk arrays are fetched raw in one batch (see small_arrays); the rest
+    are opened through TensorStore. `has_every_chunk`: the writer stored every chunk
+    (orbax's `store_array_data_equal_to_fill_value`), so a missing chunk is an error.
+    """
     context = shared_context()
-    opening = [ts.open(open_spec(item, name, use_ocdbt=use_ocdbt, use_zarr3=use_zarr3),
-                       open=True, read=True, context=context) for name in names]
-    return [_result(f, "open", item, name) for f, name in zip(opening, names, strict=True)]
+    small = _open_small(item, names) if use_ocdbt and use_zarr3 and names else {}
+    opening = {name: ts.open(open_spec(item, name, use_ocdbt=use_ocdbt, use_zarr3=use_zarr3,
+                                       has_every_chunk=has_every_chunk),
+                             open=True, read=True, context=context)
+               for name in names if name not in small}
+    opened = []
+    for name in names:
+        if name in small:
+            opened.append(small[name])
+            continue
+        store = _result(opening[name], "open", item, name)
+        opened.append(StoredArray(
+            param_name=name, shape=tuple(store.shape), dtype=np.dtype(store.dtype.numpy_dtype),
+            chunk_shape=tuple(store.chunk_layout.read_chunk.shape or ()), store=store))
+    return opened
+
+
+def _open_small(item: Location, names: Sequence[str]) -> dict[str, StoredArray]:
+    """Raw-reads headers and chunks of small arrays; others are left to TensorStore."""
+    try:
+        store = ts.KvStore.open(item_database_spec(item), context=shared_context()).result()
+    except Exception:  # reported with context by the regular path
+        return {}
+    headers = [store.read(f"{name}/zarr.json".encode()) for name in names]
+    found: dict[str, dict[str, Any]] = {}
+    for name, future in zip(names, headers, strict=True):
+        try:
+            result = future.result()
+            metadata = json.loads(result.value) if result.state == "value" else None
+        except Exception:  # a damaged header: the regular path reports it precisely
+            continue
+        if small_arrays.is_bulk_readable(metadata):
+            found[name] = metadata
+    chunks = {name: store.read(f"{name}/{small_arrays.chunk_key(tuple(m['shape']))}".encode())
+              for name, m in found.items() if math.prod(m["shape"]) > 0}
+    opened = {}
+    for name, metadata in found.items():
+        shape = tuple(metadata["shape"])
+        chunk = None
+        if name in chunks:
+            result = _result(chunks[name], "read", item, name)
+            if result.state != "value":
+                raise CorruptCheckpointError(
+                    f"Expected the data of parameter {name!r} in item {item}, found it missing. "
+                    "The checkpoint is incomplete or damaged; restore an earlier checkpoint.")
+            chunk = bytes(result.value)
+        opened[name] = StoredArray(param_name=name, shape=shape,
+                                   dtype=np.dtype(metadata["data_type"]),
+                                   chunk_shape=tuple(max(1, d) for d in shape), chunk=chunk)
+    return opened
 
 
 # XLA's CPU client adopts host buffers aligned to 64 bytes without copying them.
@@ -83,24 +199,57 @@ BUFFER_ALIGNMENT = 64
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An uninitialised array whose data starts on a BUFFER_ALIGNMENT boundary."""
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + BUFFER_ALIGNMENT, dtype=np.uint8)
     offset = (-raw.ctypes.data) % BUFFER_ALIGNMENT
     return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
-def read_arrays(item: Location, stores: Sequence[ts.TensorStore],
+def _decode_small(item: Location, arrays: Sequence[StoredArray]) -> dict[str, np.ndarray]:
+    """Verifies and decodes small arrays, one TensorStore read per dtype and size."""
+    decoded = {a.param_name: np.zeros(a.shape, a.dtype) for a in arrays if a.chunk is None}
+    present = [(a, a.chunk) for a in arrays if a.chunk is not None]
+    groups = small_arrays.group_by_layout([(a, np.empty(math.prod(a.shape) or 1, a.dtype))
+                                           for a, _ in present])
+    for (dtype, length), group in groups.items():
+        stored = [a for a, _ in group]
+        try:
+            rows = small_arrays.decode_chunks(np.dtype(dtype), length, [a.chunk for a in stored])
+        except Exception:
+            # Find which array is damaged, so the error can name it.
+            for array in stored:
+                try:
+                    small_arrays.decode_chunks(np.dtype(dtype), length, [array.chunk])
+                except Exception as error:
+                    raise tensorstore_error(error, action="read", item=item,
+                                            where=f"parameter {array.param_name!r} of item {item}") from error
+            raise
+        for array, row in zip(stored, rows, strict=True):
+            decoded[array.param_name] = row.reshape(array.shape)
+    return decoded
+
+
+def read_arrays(item: Location, arrays: Sequence[StoredArray],
                 reads: Sequence[ArrayRead]) -> list[list[np.ndarray]]:
     """Reads every region of every request concurrently into new aligned host buffers.
 
     Reading straight into 64-byte aligned buffers lets `jax.device_put` on CPU adopt
     them, so a restore holds each byte once instead of twice.
     """
+    small = _decode_small(item, [a for a in arrays if a.store is None])
     pending = []
-    for store, request in zip(stores, reads, strict=True):
-        dtype = np.dtype(request.dtype if request.dtype is not None else store.dtype.numpy_dtype)
-        view = store if dtype == store.dtype.numpy_dtype else ts.cast(store, dtype)
+    for array, request in zip(arrays, reads, strict=True):
+        dtype = np.dtype(request.dtype if request.dtype is not None else array.dtype)
         requests = []
+        if array.store is None:
+            for index in request.regions:
+                region = small[array.param_name][index]
+                buffer = aligned_empty(region.shape, dtype)
+                buffer[...] = region
+                requests.append((buffer, None))
+            pending.append(requests)
+            continue
+        view = array.store if dtype == array.dtype else ts.cast(array.store, dtype)
         for index in request.regions:
             region = view[index]
             buffer = aligned_empty(tuple(region.shape), dtype)
@@ -109,26 +258,66 @@ def read_arrays(item: Location, stores: Sequence[ts.TensorStore],
     results = []
     for requests, request in zip(pending, reads, strict=True):
         for _, future in requests:
-            _result(future, "read", item, request.param_name)
+            if future is not None:
+                _result(future, "read", item, request.param_name)
         results.append([buffer for buffer, _ in requests])
     return results
 
 
-def _result(future: Any, action: str, item: Location, param_name: str) -> Any:
+# TensorStore status codes that describe the environment rather than the stored bytes.
+_ENVIRONMENT_CODES = ("PERMISSION_DENIED", "UNAUTHENTICATED", "UNAVAILABLE", "DEADLINE_EXCEEDED",
+                      "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED")
+_SPEC_SUFFIX = re.compile(r"\s*\[tensorstore_spec=.*\]\s*$", re.DOTALL)
+
+
+def tensorstore_error(error: BaseException, *, action: str, where: str, item: Location,
+                      nbytes: int | None = None) -> CheckpointError:
+    """Turns a TensorStore failure into StorageError (environment) or CorruptCheckpointError.
+
+    Reads and opens take everything they know from the stored files, so a failure that
+    is not about the environment (permissions, network, space) means damaged files:
+    checksum mismatches, undecodable OCDBT manifests or B-tree nodes, truncated data
+    files, invalid zarr metadata, missing chunks.
+    """
+    text = _SPEC_SUFFIX.sub("", str(error))
+    if "No space left" in text or "os_error_code='28'" in text or "Disk quota" in text:
+        return StorageError(f"Could not {action} {where}: the disk is full ({text}). "
+                            f"{_space_hint(item, nbytes)}Free space there (or save elsewhere) "
+                            "and retry.")
+    is_environment = any(code in text for code in _ENVIRONMENT_CODES)
+    if action in ("open", "read") and not is_environment:
+        if "NOT_FOUND" in text or "not found" in text.lower() or "is missing" in text:
+            return CorruptCheckpointError(
+                f"Expected stored array {where}, found it incomplete ({text}). The checkpoint "
+                "is incomplete or damaged; restore an earlier checkpoint."
+            )
+        return CorruptCheckpointError(
+            f"Could not {action} {where}: {text}. The stored data or its metadata is corrupt; "
+            "restore an earlier checkpoint."
+        )
+    return StorageError(f"Could not {action} {where}: {text}")
+
+
+def _space_hint(item: Location, nbytes: int | None) -> str:
+    parts = []
+    if nbytes:
+        parts.append(f"This process writes {nbytes / 2**20:.1f} MiB of array data there")
+    if item.is_local:
+        folder = item.path
+        while folder and not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
+        try:
+            stats = os.statvfs(folder or "/")
+            parts.append(f"{stats.f_bavail * stats.f_frsize / 2**20:.1f} MiB are free at {folder}")
+        except OSError:
+            pass
+    return "; ".join(parts) + ". " if parts else ""
+
+
+def _result(future: Any, action: str, item: Location, param_name: str,
+            nbytes: int | None = None) -> Any:
     try:
         return future.result()
     except Exception as error:
-        text = str(error)
-        where = f"parameter {param_name!r} of {item}"
-        if action == "read" and ("checksum" in text.lower() or "crc32c" in text.lower()
-                                 or "corrupt" in text.lower() or "invalid" in text.lower()):
-            raise CorruptCheckpointError(
-                f"Could not read {where}: {text}. The stored data is corrupt; restore an "
-                "earlier checkpoint."
-            ) from error
-        if action in ("open", "read") and ("NOT_FOUND" in text or "not found" in text.lower()):
-            raise CorruptCheckpointError(
-                f"Expected stored array {where}, found none ({text}). The checkpoint is "
-                "incomplete or damaged; restore an earlier checkpoint."
-            ) from error
-        raise StorageError(f"Could not {action} {where}: {text}") from error
+        raise tensorstore_error(error, action=action, item=item, nbytes=nbytes,
+                                where=f"parameter {param_name!r} of item {item}") from error

@@ -3,44 +3,66 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
-from jaxpoint.core.errors import CheckpointNotFoundError, CorruptCheckpointError
+from jaxpoint.core.errors import CheckpointNotFoundError, CorruptCheckpointError, StorageError
 from jaxpoint.core.storage.location import Location
+from jaxpoint.core.storage.posix_backend import storage_error
 
-# Metadata of even a 100k-leaf tree stays far below this; larger means corruption or attack.
-MAX_METADATA_BYTES = 512 * 1024 * 1024
+# `_METADATA` of a 100k-leaf tree is about 20 MiB; larger means corruption or attack.
+MAX_METADATA_BYTES = 128 * 1024 * 1024
+# Parsed JSON costs up to ~70 bytes per element (`[{},{},...]`): bounding the elements
+# (a 100k-leaf tree has about 2 million) bounds the memory a hostile file can take.
+MAX_ELEMENTS = 4_000_000
 MAX_NESTING = 64
 
 
 def _depth(value: Any, limit: int) -> int:
-    stack = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+    """Nesting depth of containers, level by level; stops once past `limit`."""
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return depth
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+            below.extend(child for child in children if isinstance(child, dict | list))
+        level = below
+    return depth
+
+
+def _check_size(location: Location, size: int) -> None:
+    if size > MAX_METADATA_BYTES:
+        raise CorruptCheckpointError(
+            f"Metadata file {location} is {size} bytes; expected at most "
+            f"{MAX_METADATA_BYTES}. The file is corrupt."
+        )
 
 
 def read_json(location: Location, *, expect: type = dict) -> Any:
     """Parses the JSON file at `location`, checking size, nesting and the top-level type."""
     try:
+        if location.is_local:
+            # Refuse a huge file before reading it into memory.
+            _check_size(location, os.stat(location.path).st_size)
         data = location.read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
         raise CheckpointNotFoundError(
             f"Expected a metadata file at {location}, found none. The checkpoint is "
             "incomplete or was written by another tool."
         ) from error
-    if len(data) > MAX_METADATA_BYTES:
+    except StorageError:
+        raise
+    except OSError as error:
+        raise storage_error(error, "read", str(location)) from error
+    _check_size(location, len(data))
+    elements = data.count(b",") + data.count(b"[") + data.count(b"{")
+    if elements > MAX_ELEMENTS:
         raise CorruptCheckpointError(
-            f"Metadata file {location} is {len(data)} bytes; expected at most "
-            f"{MAX_METADATA_BYTES}. The file is corrupt."
+            f"Metadata file {location} holds about {elements} JSON values; expected at most "
+            f"{MAX_ELEMENTS}. The file is corrupt."
         )
     try:
         value = json.loads(data)
