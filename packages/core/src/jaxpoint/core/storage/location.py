@@ -55,6 +55,9 @@ def _object_backend(scheme: str, bucket: str) -> KvStoreBackend:
     # TensorStore ignores AWS_ENDPOINT_URL; honour it here so S3-compatible stores work.
     if endpoint := os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
         spec["endpoint"] = endpoint
+        # TensorStore only sends If-Match/If-None-Match to amazonaws.com unless told to;
+        # without them, two writers can both "create" the same OCDBT manifest.
+        spec["use_conditional_write"] = True
     if region := os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"):
         spec["aws_region"] = region
     return KvStoreBackend(spec, url_prefix=f"s3://{bucket}/")
