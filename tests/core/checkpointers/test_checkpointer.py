@@ -85,7 +85,7 @@ def test_saving_over_a_file_is_refused(tmp_path):
 
 def test_args_of_another_handler_are_refused(tmp_path):
     ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler())
-    with pytest.raises(UnregisteredArgsError, match="registered for another handler"):
+    with pytest.raises(UnregisteredArgsError, match="registered for JsonCheckpointHandler"):
         ckptr.save(tmp_path / "ckpt", args=ocp.args.JsonSave({"a": 1}))
 
 

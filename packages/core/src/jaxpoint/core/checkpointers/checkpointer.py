@@ -14,7 +14,7 @@ from jaxpoint.core.checkpointers.save_pipeline import (
 )
 from jaxpoint.core.checkpointers.step_metadata import StepMetadata, read_step_metadata
 from jaxpoint.core.errors import CheckpointNotFoundError, UnregisteredArgsError
-from jaxpoint.core.handlers import CheckpointArgs, handler_supports
+from jaxpoint.core.handlers import CheckpointArgs, handler_for_args, handler_supports
 from jaxpoint.core.storage import Location
 
 PathLike = Any  # str, os.PathLike or an epath.Path
@@ -47,11 +47,16 @@ class Checkpointer:
     def _coerce(self, args: Any, wrapper: type | None, *, what: str) -> Any:
         if args is None or isinstance(args, CheckpointArgs):
             if args is not None and not handler_supports(self._handler, args):
+                try:
+                    owner = f"registered for {handler_for_args(args).__name__}"
+                except UnregisteredArgsError:
+                    owner = "registered for no handler"
                 raise UnregisteredArgsError(
                     f"Expected {what} args for {type(self._handler).__name__}, got "
-                    f"{type(args).__name__}, which is registered for another handler. To fix, "
-                    "use the args of this handler (e.g. args.StandardSave for "
-                    "StandardCheckpointHandler) or a checkpointer built for that handler."
+                    f"{type(args).__name__}, which is {owner}. To fix, use the args of this "
+                    "handler (e.g. args.StandardSave for StandardCheckpointHandler), a "
+                    "checkpointer built for that handler, or register your args with "
+                    "@register_with_handler."
                 )
             return args
         if wrapper is not None:
@@ -74,10 +79,14 @@ class Checkpointer:
                           options=self._options, is_async=is_async, step_metadata=metadata)
 
     def save(self, directory: PathLike, args: Any = None, *, force: bool = False,
-             custom_metadata: dict[str, Any] | None = None) -> None:
-        """Collective: every process calls this, in the same order. Returns once committed."""
+             custom_metadata: dict[str, Any] | None = None,
+             metrics: dict[str, Any] | None = None) -> None:
+        """Collective: every process calls this, in the same order. Returns once committed.
+
+        `metrics` are recorded in `_CHECKPOINT_METADATA` (the manager passes them).
+        """
         finish_save(self._begin(directory, args, force=force, is_async=False,
-                                custom_metadata=custom_metadata))
+                                custom_metadata=custom_metadata, metrics=metrics))
 
     def restore(self, directory: PathLike, args: Any = None) -> Any:
         """Restores the item at `directory`; without args, as it was saved."""

@@ -1,0 +1,28 @@
+"""Multihost: process roles, coordination-service barriers, broadcast, preemption.
+
+Every function also works in a single process without `jax.distributed`, as a cheap no-op
+where there is nothing to coordinate.
+"""
+
+from jaxpoint.core.multihost.agreement import agree_on_success
+from jaxpoint.core.multihost.barrier import sync_global_processes
+from jaxpoint.core.multihost.broadcast import broadcast_one_to_all, broadcast_one_to_some
+from jaxpoint.core.multihost.preemption import (
+    install_preemption_handler,
+    reached_preemption,
+    reset_preemption_handler,
+)
+from jaxpoint.core.multihost.processes import is_primary_host, process_count, process_index
+
+__all__ = [
+    "agree_on_success",
+    "broadcast_one_to_all",
+    "broadcast_one_to_some",
+    "install_preemption_handler",
+    "is_primary_host",
+    "process_count",
+    "process_index",
+    "reached_preemption",
+    "reset_preemption_handler",
+    "sync_global_processes",
+]
