@@ -1,56 +1,47 @@
 """jaxpoint.core: fast, atomic, Orbax-compatible checkpointing for JAX.
 
 `import jaxpoint.core as ocp` runs code written for orbax-checkpoint's `args=` API.
+Names are re-exported lazily: each submodule loads on first use, so importing
+`jaxpoint.core.errors` or `jaxpoint.core.multihost` does not pull in TensorStore.
 """
 
-from jaxpoint.core import args, errors, multihost
-from jaxpoint.core.checkpointers import (
-    AsyncCheckpointer,
-    AsyncOptions,
-    Checkpointer,
-    MultiprocessingOptions,
-    PyTreeCheckpointer,
-    StandardCheckpointer,
-    StepMetadata,
-    restore,
-    save,
-)
-from jaxpoint.core.errors import (
-    BarrierTimeoutError,
-    CheckpointError,
-    CheckpointExistsError,
-    CheckpointNotFoundError,
-    CorruptCheckpointError,
-    StepAlreadyExistsError,
-    StepNotFoundError,
-    TreeMismatchError,
-    UncommittedCheckpointError,
-)
-from jaxpoint.core.handlers import (
-    ArrayCheckpointHandler,
-    ArrayMetadata,
-    ArrayRestoreArgs,
-    CheckpointHandler,
-    CompositeCheckpointHandler,
-    JaxRandomKeyCheckpointHandler,
-    JsonCheckpointHandler,
-    NumpyRandomKeyCheckpointHandler,
-    ProtoCheckpointHandler,
-    PyTreeCheckpointHandler,
-    RestoreArgs,
-    SaveArgs,
-    StandardCheckpointHandler,
-    register_with_handler,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "ArrayCheckpointHandler", "ArrayMetadata", "ArrayRestoreArgs", "AsyncCheckpointer",
-    "AsyncOptions", "BarrierTimeoutError", "CheckpointError", "CheckpointExistsError",
-    "CheckpointHandler", "CheckpointNotFoundError", "Checkpointer", "CompositeCheckpointHandler",
-    "CorruptCheckpointError", "JaxRandomKeyCheckpointHandler", "JsonCheckpointHandler",
-    "MultiprocessingOptions", "NumpyRandomKeyCheckpointHandler", "ProtoCheckpointHandler",
-    "PyTreeCheckpointHandler", "PyTreeCheckpointer", "RestoreArgs", "SaveArgs",
-    "StandardCheckpointHandler", "StandardCheckpointer", "StepAlreadyExistsError", "StepMetadata",
-    "StepNotFoundError", "TreeMismatchError", "UncommittedCheckpointError", "args", "errors",
-    "multihost", "register_with_handler", "restore", "save",
-]
+_EXPORTS = {
+    "jaxpoint.core.checkpointers": (
+        "AsyncCheckpointer", "AsyncOptions", "Checkpointer", "MultiprocessingOptions",
+        "PyTreeCheckpointer", "StandardCheckpointer", "StepMetadata", "restore", "save",
+    ),
+    "jaxpoint.core.errors": (
+        "BarrierTimeoutError", "CheckpointError", "CheckpointExistsError",
+        "CheckpointNotFoundError", "CorruptCheckpointError", "StepAlreadyExistsError",
+        "StepNotFoundError", "TreeMismatchError", "UncommittedCheckpointError",
+    ),
+    "jaxpoint.core.handlers": (
+        "ArrayCheckpointHandler", "ArrayMetadata", "ArrayRestoreArgs", "CheckpointHandler",
+        "CompositeCheckpointHandler", "JaxRandomKeyCheckpointHandler", "JsonCheckpointHandler",
+        "NumpyRandomKeyCheckpointHandler", "ProtoCheckpointHandler", "PyTreeCheckpointHandler",
+        "RestoreArgs", "SaveArgs", "StandardCheckpointHandler", "register_with_handler",
+    ),
+}
+_SUBMODULES = ("args", "errors", "multihost")
+_ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted([*_ORIGIN, *_SUBMODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    module = _ORIGIN.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
