@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py --directory demo_checkpoints
 
 test: $(STAMP)
-	$(PY) -m ruff check packages tests benchmarks examples
+	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
