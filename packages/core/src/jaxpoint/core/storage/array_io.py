@@ -7,6 +7,7 @@ the end. Nothing here copies array data; callers own the buffers they pass in.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -30,6 +31,8 @@ from jaxpoint.core.storage.context import shared_context
 from jaxpoint.core.storage.location import Location
 
 Index = tuple[slice, ...]
+# Bytes of shard writes handed to TensorStore and not yet committed, per save.
+MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -122,13 +125,20 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
                             chunk_shape=w.chunk_shape, fmt=fmt), create=True, context=context)
         for w in writes
     ]
-    pending: list[tuple[str, Any]] = []
+    in_flight: collections.deque[tuple[str, int, Any]] = collections.deque()
+    held = 0
     for write, future in zip(writes, opening, strict=True):
         store = _result(future, "create", item, write.param_name, nbytes=nbytes)
         for index, data in write.shards:
-            pending.append((write.param_name, store[index].write(
+            # Encoded chunks live until committed: bound them to keep memory flat.
+            while in_flight and held + data.nbytes > MAX_IN_FLIGHT_BYTES:
+                name, size, oldest = in_flight.popleft()
+                _result(oldest, "write", item, name, nbytes=nbytes)
+                held -= size
+            in_flight.append((write.param_name, data.nbytes, store[index].write(
                 data, can_reference_source_data_indefinitely=True)))
-    for name, future in pending:
+            held += data.nbytes
+    for name, _, future in in_flight:
         _result(future, "write", item, name, nbytes=nbytes)
 
 
