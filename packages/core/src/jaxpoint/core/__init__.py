@@ -18,6 +18,16 @@ _EXPORTS = {
         "CheckpointNotFoundError", "CorruptCheckpointError", "StepAlreadyExistsError",
         "StepNotFoundError", "TreeMismatchError", "UncommittedCheckpointError",
     ),
+    "jaxpoint.core.manager": (
+        "AnyPreservationPolicy", "AnySavePolicy", "BestN", "CheckpointInfo", "CheckpointManager",
+        "CheckpointManagerOptions", "CompositeStepNameFormat", "ContinuousCheckpointingPolicy",
+        "CustomSteps", "DecisionContext", "EveryNSeconds", "EveryNSteps", "FixedIntervalPolicy",
+        "InitialSavePolicy", "LatestN", "PreemptionCheckpointingPolicy", "PreservationContext",
+        "PreservationPolicy", "PreserveAll", "RootMetadata", "SaveDecisionPolicy",
+        "ShouldSaveFnPolicy", "SpecificStepsPolicy", "StandardStepNameFormat", "StepNameFormat",
+        "checkpoints_iterator", "composite_name_format", "hold_read_lease",
+        "standard_name_format", "wait_for_new_checkpoint",
+    ),
     "jaxpoint.core.handlers": (
         "ArrayCheckpointHandler", "ArrayMetadata", "ArrayRestoreArgs", "CheckpointHandler",
         "CompositeCheckpointHandler", "JaxRandomKeyCheckpointHandler", "JsonCheckpointHandler",
@@ -25,7 +35,7 @@ _EXPORTS = {
         "RestoreArgs", "SaveArgs", "StandardCheckpointHandler", "register_with_handler",
     ),
 }
-_SUBMODULES = ("args", "errors", "multihost")
+_SUBMODULES = ("args", "errors", "manager", "multihost")
 _ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted([*_ORIGIN, *_SUBMODULES])

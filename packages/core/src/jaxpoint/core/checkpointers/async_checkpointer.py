@@ -35,11 +35,12 @@ class AsyncCheckpointer(Checkpointer):
         self._lock = threading.Lock()
 
     def save(self, directory: PathLike, args: Any = None, *, force: bool = False,
-             custom_metadata: dict[str, Any] | None = None) -> None:
+             custom_metadata: dict[str, Any] | None = None,
+             metrics: dict[str, Any] | None = None) -> None:
         """Collective: every process calls this, in the same order. Returns once staged."""
         self.wait_until_finished()
         job = self._begin(directory, args, force=force, is_async=True,
-                          custom_metadata=custom_metadata)
+                          custom_metadata=custom_metadata, metrics=metrics)
         self.start_background(job)
 
     def start_background(self, job: SaveJob) -> None:

@@ -1,0 +1,429 @@
+"""CheckpointManager: numbered steps in one directory, saved, kept and deleted by policy.
+
+The directory layout is Orbax's (see FORMAT.md), so Orbax's CheckpointManager lists and
+restores what this one writes, and the other way round. A save goes through a
+CompositeCheckpointHandler and the (async) checkpointer; once the step has committed, the
+preservation policy's rejects are deleted, by the primary process only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from jaxpoint.core import multihost
+from jaxpoint.core.checkpointers import AsyncCheckpointer, Checkpointer, StepMetadata
+from jaxpoint.core.errors import (
+    BackgroundSaveError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    StepAlreadyExistsError,
+    StepNotFoundError,
+)
+from jaxpoint.core.handlers import Composite
+from jaxpoint.core.manager import leases, root_metadata
+from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step, utc_now
+from jaxpoint.core.manager.deletion import StepDeleter
+from jaxpoint.core.manager.items import DEFAULT_ITEM, ItemLayout, plain_metrics
+from jaxpoint.core.manager.options import (
+    CheckpointManagerOptions,
+    preservation_policy_for,
+    save_decision_policy_for,
+)
+from jaxpoint.core.manager.preservation import PreservationContext, ranked_by_metric
+from jaxpoint.core.manager.save_decision import DecisionContext
+from jaxpoint.core.manager.step_catalog import StepCatalog, read_step_metrics
+from jaxpoint.core.manager.step_names import tmp_step_names
+from jaxpoint.core.storage import Location, commit_protocol_for
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointManager:
+    """Saves, lists, restores and prunes the steps of a training run in `directory`.
+
+    Collective: every process calls the constructor, `save`, `should_save`, `restore`,
+    `delete`, `reload`, `wait_until_finished` and `close`, in the same order.
+
+    >>> import numpy as np, tempfile
+    >>> from jaxpoint.core import args
+    >>> from jaxpoint.core.manager import CheckpointManager, CheckpointManagerOptions
+    >>> options = CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
+    >>> with CheckpointManager(tempfile.mkdtemp(), options=options) as manager:
+    ...     for step in range(3):
+    ...         _ = manager.save(step, args=args.StandardSave({"w": np.ones(2) * step}))
+    ...     manager.all_steps(), manager.restore()["w"].tolist()
+    ([1, 2], [2.0, 2.0])
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | Location,
+                 options: CheckpointManagerOptions | None = None, *,
+                 metadata: Mapping[str, Any] | None = None,
+                 item_names: Sequence[str] | None = None, item_handlers: Any = None) -> None:
+        if options is None:
+            options = CheckpointManagerOptions()
+        if not isinstance(options, CheckpointManagerOptions):
+            raise InvalidArgumentError(
+                f"Expected options to be CheckpointManagerOptions, got "
+                f"{type(options).__name__}. Orbax's legacy `checkpointers=` argument is not "
+                "supported; to fix, pass item_handlers=... and options=CheckpointManagerOptions("
+                "...) by keyword."
+            )
+        self._options = options
+        self._root = Location.parse(directory)
+        self._name_format = options.name_format()
+        self._mp = options.multiprocessing_options
+        self._is_primary = multihost.is_primary_host(self._mp.primary_host)
+        self._layout = ItemLayout(item_names=item_names, item_handlers=item_handlers)
+        self._save_policy = save_decision_policy_for(options)
+        self._keep_policy = preservation_policy_for(options)
+        self._prepare_directory(metadata)
+        self._checkpointer = self._make_checkpointer()
+        self._deleter = StepDeleter(self._root, todelete_subdir=options.todelete_subdir,
+                                    background=options.enable_background_delete,
+                                    is_active=self._is_primary and not options.read_only)
+        self._catalog = StepCatalog(self._root, self._name_format)
+        self._catalog.reload()
+        self._finalize_thread: threading.Thread | None = None
+        self._in_flight_step: int | None = None
+        self._failure: BaseException | None = None
+        self._is_closed = False
+        self._has_warned_about_sigterm = False
+        if not options.read_only and threading.current_thread() is threading.main_thread():
+            multihost.install_preemption_handler()  # lets should_save notice SIGTERM
+
+    # ------------------------------------------------------------------ set-up
+
+    def _sync(self, name: str) -> None:
+        if self._mp.primary_host is not None:
+            multihost.sync_global_processes(f"manager/{name}", processes=self._mp.active_processes,
+                                            timeout_s=self._mp.barrier_timeout_s)
+
+    def _prepare_directory(self, metadata: Mapping[str, Any] | None) -> None:
+        options, root = self._options, self._root
+        if root.is_file():
+            raise InvalidArgumentError(
+                f"Expected a folder for the checkpoint directory, found a file at {root}. To "
+                "fix, remove the file or pass another directory."
+            )
+        if options.todelete_subdir is not None and not root.has_atomic_rename:
+            raise InvalidArgumentError(
+                f"Expected storage that can rename folders for todelete_subdir="
+                f"{options.todelete_subdir!r}, but {root} has no atomic rename. To fix, drop "
+                "todelete_subdir (steps are then deleted)."
+            )
+        custom = root_metadata.validated_custom_metadata(metadata, what="metadata=")
+        if not options.read_only:
+            if not options.create and not root.exists():
+                raise InvalidArgumentError(
+                    f"Expected the checkpoint directory {root} to exist because create=False, "
+                    "found nothing. To fix, create it or pass create=True."
+                )
+            if self._is_primary:
+                self._prepare_as_primary(custom if metadata is not None else None)
+        elif metadata is not None and options.save_root_metadata and \
+                root_metadata.needs_write(root, custom):
+            raise ReadOnlyError(
+                f"This manager is read-only, but metadata= asks to write root metadata at "
+                f"{root}, which has none. To fix, drop metadata= or open the directory "
+                "with read_only=False."
+            )
+        self._sync("directory-ready")
+
+    def _prepare_as_primary(self, custom: dict[str, Any] | None) -> None:
+        root = self._root
+        root.make_folder()
+        if self._options.cleanup_tmp_directories:
+            for name in tmp_step_names(root, self._name_format):
+                logger.info("Removing %s, left by a save that never finished.", root / name)
+                (root / name).remove()
+        leases.remove_expired(root)
+        if custom is not None and self._options.save_root_metadata and \
+                root_metadata.needs_write(root, custom):
+            root_metadata.write_root_metadata(root, custom)
+
+    def _make_checkpointer(self) -> Checkpointer:
+        if self._options.enable_async_checkpointing:
+            return AsyncCheckpointer(self._layout.handler,
+                                     async_options=self._options.async_options,
+                                     multiprocessing_options=self._mp)
+        return Checkpointer(self._layout.handler, multiprocessing_options=self._mp)
+
+    # ------------------------------------------------------------------ listing
+
+    @property
+    def directory(self) -> Location:
+        """The root directory of the managed steps."""
+        return self._root
+
+    def all_steps(self, read: bool = False) -> list[int]:
+        """Every kept step, in increasing order; `read=True` reloads from storage first."""
+        if read:
+            self.reload()
+        return self._catalog.steps()
+
+    def latest_step(self) -> int | None:
+        """The largest kept step, or None when there is none."""
+        steps = self._catalog.steps()
+        return steps[-1] if steps else None
+
+    def best_step(self) -> int | None:
+        """The step with the best metrics by `best_fn` / `best_mode` (ties: the later step).
+
+        Without `best_fn` this is `latest_step()`; None when no step has metrics.
+        """
+        best_fn = self._options.best_fn
+        if best_fn is None:
+            return self.latest_step()
+        ranked = ranked_by_metric(self._catalog.infos(), best_fn,
+                                  reverse=self._options.best_mode == "min")
+        return ranked[-1].step if ranked else None
+
+    def reload(self) -> None:
+        """Re-reads the steps from storage, e.g. after another process changed them."""
+        self._catalog.reload(exclude=self._deleter.pending_steps())
+
+    def _folder(self, step: int) -> Location:
+        return self._root / self._catalog.name_of(step)
+
+    def _is_on_disk(self, step: int) -> bool:
+        """True when `step` is committed in storage (perhaps by another process)."""
+        return commit_protocol_for(self._root).is_committed(self._folder(step))
+
+    def _existing_step(self, step: Any) -> int:
+        step = as_step(step)
+        if step == self._in_flight_step:
+            self.wait_until_finished()
+        if step not in self._catalog and not self._is_on_disk(step):
+            raise StepNotFoundError(
+                f"Expected step {step} in {self._root}, found only steps "
+                f"{self._catalog.steps()}. To fix, pick one of those (or call reload() if "
+                "another process saved it)."
+            )
+        return step
+
+    # ------------------------------------------------------------------ saving
+
+    def _refuse_if_read_only(self, action: str) -> None:
+        if self._options.read_only:
+            raise ReadOnlyError(
+                f"Cannot {action}: the manager of {self._root} was opened with "
+                "read_only=True. To fix, open it with read_only=False to write."
+            )
+
+    def reached_preemption(self, step: int) -> bool:
+        """Collective: every process calls this, in the same order.
+
+        Whether the job is being preempted (see `multihost.reached_preemption`). A single
+        process whose SIGTERM handler could not be installed, because the manager was
+        built outside the main thread, gets False and one warning saying how to fix it.
+        """
+        try:
+            return multihost.reached_preemption(as_step(step))
+        except InvalidArgumentError as error:
+            on_main_thread = threading.current_thread() is threading.main_thread()
+            if multihost.process_count() > 1 or on_main_thread:
+                raise
+            if not self._has_warned_about_sigterm:
+                self._has_warned_about_sigterm = True
+                logger.warning("SIGTERM will not trigger a preemption save: %s", error)
+            return False
+
+    def should_save(self, step: int) -> bool:
+        """Collective: every process calls this, in the same order.
+
+        Whether `save(step)` would write: False for steps not after the latest one and on
+        a read-only manager; otherwise the save-decision policy decides.
+        """
+        step = as_step(step)
+        if self._options.read_only:
+            return False
+        latest = self.latest_step()
+        if latest is not None and step <= latest:
+            return False
+        context = DecisionContext(is_saving_in_progress=self.is_saving_in_progress(),
+                                  reached_preemption=self.reached_preemption(step),
+                                  multiprocessing_options=self._mp)
+        current = CheckpointInfo(step=step, time=utc_now())
+        return bool(self._save_policy.should_save(current, self._catalog.infos(), context=context))
+
+    def save(self, step: int, args: Any = None, *, metrics: Mapping[str, Any] | None = None,
+             force: bool = False, custom_metadata: Mapping[str, Any] | None = None) -> bool:
+        """Collective: every process calls this, in the same order.
+
+        Saves `args` as step `step` when the save-decision policy (or `force=True`) says
+        so; returns whether it saved. Asynchronous by default: returns once the state is
+        staged. Raises StepAlreadyExistsError for a step that exists (delete it first).
+        """
+        self._refuse_if_read_only(f"save step {step!r}")
+        step = as_step(step)
+        self.check_for_errors()
+        metrics = plain_metrics(metrics, step=step)
+        if self._options.best_fn is not None and metrics is None:
+            raise InvalidArgumentError(
+                f"Expected metrics for step {step}: best_fn is set and ranks checkpoints by "
+                "them. To fix, pass save(step, args=..., metrics={...}), or drop best_fn."
+            )
+        composite = self._layout.save_args(args, metrics, step=step)
+        custom = root_metadata.validated_custom_metadata(custom_metadata, what="custom_metadata")
+        if step in self._catalog or self._is_on_disk(step):
+            raise StepAlreadyExistsError(
+                f"Step {step} already exists at {self._folder(step)}. To fix, save a new step, "
+                f"or call delete({step}) first to replace it."
+            )
+        if not force and not self.should_save(step):
+            return False
+        self.wait_until_finished()
+        self._checkpointer.save(self._folder(step), args=composite, custom_metadata=custom,
+                                metrics=metrics)
+        self._catalog.add(CheckpointInfo(step=step, time=utc_now(), metrics=metrics))
+        doomed = self._catalog.remove(self._steps_to_delete())
+        if isinstance(self._checkpointer, AsyncCheckpointer):
+            self._in_flight_step = step
+            self._finalize_thread = threading.Thread(
+                target=self._finalize, args=(step, doomed), daemon=True,
+                name=f"jaxpoint-manager-finalize:{step}")
+            self._finalize_thread.start()
+        else:
+            self._after_commit(doomed)
+        return True
+
+    def _steps_to_delete(self) -> list[int]:
+        infos = self._catalog.infos()
+        flags = list(self._keep_policy.should_preserve(infos, context=PreservationContext()))
+        if len(flags) != len(infos):
+            raise InvalidArgumentError(
+                f"Expected the preservation policy to return {len(infos)} flags, one per "
+                f"checkpoint, got {len(flags)}. To fix the policy, return one bool per checkpoint."
+            )
+        return [info.step for info, keep in zip(infos, flags, strict=True) if not keep]
+
+    def _after_commit(self, doomed: dict[int, str]) -> None:
+        self._deleter.delete(doomed)
+        self._deleter.retry_deferred()
+
+    def _finalize(self, step: int, doomed: dict[int, str]) -> None:
+        try:
+            self._checkpointer.wait_until_finished()
+        except BaseException as error:  # kept for the caller's next call
+            self._failure = BackgroundSaveError(
+                f"The asynchronous save of step {step} under {self._root} failed: "
+                f"{type(error).__name__}: {error}. It was not committed and older steps were "
+                "kept. To fix, see the cause below, then save again."
+            )
+            self._failure.__cause__ = error
+            self.reload()
+            return
+        try:
+            self._after_commit(doomed)
+        except BaseException as error:
+            self._failure = error
+
+    # ------------------------------------------------------------------ background work
+
+    def is_saving_in_progress(self) -> bool:
+        """True while an asynchronous save (or the deletions after it) is running."""
+        thread = self._finalize_thread
+        return thread is not None and thread.is_alive()
+
+    def check_for_errors(self) -> None:
+        """Raises, once, the failure of a background save or deletion."""
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+        self._deleter.check_for_errors()
+
+    def wait_until_finished(self) -> None:
+        """Blocks until the asynchronous save in flight has committed; raises if it failed."""
+        thread = self._finalize_thread
+        if thread is not None:
+            thread.join()
+            self._finalize_thread = None
+        self._in_flight_step = None
+        self.check_for_errors()
+
+    def close(self) -> None:
+        """Collective: every process calls this, in the same order.
+
+        Waits for the save in flight and for every queued deletion, then releases the
+        background threads. Idempotent.
+        """
+        if self._is_closed:
+            return
+        self._is_closed = True
+        try:
+            self.wait_until_finished()
+        finally:
+            self._deleter.close()
+            self._checkpointer.close()
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+
+    def restore(self, step: int | None = None, args: Any = None) -> Any:
+        """Collective: every process calls this, in the same order.
+
+        Restores step `step` (the latest when None). Without args, every item comes back
+        as saved, its handler looked up from `_CHECKPOINT_METADATA`.
+        """
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise StepNotFoundError(
+                    f"Expected a step to restore in {self._root}, found none. To fix, save "
+                    "first, or check the directory and step_prefix / step_format_fixed_length."
+                )
+        step = self._existing_step(step)
+        folder = self._folder(step)
+        composite = self._layout.restore_args(args, folder, step=step)
+        restored = self._checkpointer.restore(folder, args=composite)
+        return self._layout.unwrap(restored, step=step)
+
+    def metrics(self, step: int) -> dict[str, Any] | None:
+        """The metrics saved with `step`, or None when it has none."""
+        return read_step_metrics(self._folder(self._existing_step(step)))
+
+    def item_metadata(self, step: int) -> Any:
+        """Shapes, dtypes and shardings of the items of `step`, read from files only."""
+        return self.metadata(step).item_metadata
+
+    def metadata(self, step: int | None = None) -> StepMetadata | root_metadata.RootMetadata:
+        """Root metadata (`metadata=` of the first run) when `step` is None, else the step's."""
+        if step is None:
+            return root_metadata.read_root_metadata(self._root)
+        step = self._existing_step(step)
+        folder = self._folder(step)
+        self._layout.restore_args(None, folder, step=step)  # settles the item mode
+        stored = self._checkpointer.metadata(folder)
+        items = stored.item_metadata or {}
+        if self._layout.is_default:
+            items = items.get(DEFAULT_ITEM)
+        else:
+            items = Composite(**items)
+        return dataclasses.replace(stored, item_metadata=items,
+                                   metrics=read_step_metrics(folder, stored) or {})
+
+    # ------------------------------------------------------------------ deleting
+
+    def delete(self, step: int) -> None:
+        """Collective: every process calls this, in the same order.
+
+        Deletes step `step` (by the primary; in the background with
+        enable_background_delete). A step another process is reading is deleted once
+        its read lease ends.
+        """
+        self._refuse_if_read_only(f"delete step {step!r}")
+        step = self._existing_step(step)
+        name = self._catalog.name_of(step)
+        self._catalog.remove([step])
+        self._deleter.delete({step: name})
+        self._sync("deleted-step")

@@ -1,0 +1,113 @@
+"""The manager's list of checkpoints: steps, folder names, commit times and metrics.
+
+Loaded from the directory (the source of truth) and kept up to date by the manager's own
+saves and deletions, so listing never touches storage. Thread-safe: the manager's
+background thread updates it when an asynchronous save fails.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from jaxpoint.core.checkpointers import StepMetadata, read_step_metadata
+from jaxpoint.core.errors import CheckpointNotFoundError, CorruptCheckpointError
+from jaxpoint.core.manager.checkpoint_info import CheckpointInfo
+from jaxpoint.core.manager.step_names import StepNameFormat, committed_steps
+from jaxpoint.core.storage import Location, read_json
+
+METRICS_ITEM = "metrics"
+_EPOCH = datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
+
+
+def _step_metadata(folder: Location) -> StepMetadata:
+    try:
+        return read_step_metadata(folder)
+    except CheckpointNotFoundError:
+        return StepMetadata()  # written by a tool that records none
+
+
+def read_step_metrics(folder: Location, step_metadata: StepMetadata | None = None
+                      ) -> dict[str, Any] | None:
+    """The metrics saved with the step at `folder`, or None.
+
+    The `metrics/metrics` JSON item is what Orbax reads, so it wins; metrics recorded only
+    in `_CHECKPOINT_METADATA` are used when the item is absent.
+    """
+    item = folder / METRICS_ITEM / METRICS_ITEM
+    if item.is_file():
+        value = read_json(item, expect=object)
+        if not isinstance(value, dict):
+            raise CorruptCheckpointError(
+                f"Expected the metrics saved at {item} to be a JSON object, found "
+                f"{type(value).__name__}. The file is corrupt; delete the step or rewrite it."
+            )
+        return value
+    recorded = (step_metadata or _step_metadata(folder)).metrics
+    return dict(recorded) if recorded else None
+
+
+def _commit_time(metadata: StepMetadata) -> datetime.datetime:
+    nanos = metadata.commit_timestamp_nsecs or metadata.init_timestamp_nsecs
+    if nanos is None:
+        return _EPOCH  # unknown: treated as the oldest possible
+    return datetime.datetime.fromtimestamp(nanos / 1e9, tz=datetime.UTC)
+
+
+class StepCatalog:
+    """Checkpoints of one directory, oldest step first."""
+
+    def __init__(self, root: Location, name_format: StepNameFormat) -> None:
+        self._root = root
+        self._name_format = name_format
+        self._lock = threading.Lock()
+        self._infos: dict[int, CheckpointInfo] = {}
+        self._names: dict[int, str] = {}
+
+    def reload(self, *, exclude: Iterable[int] = ()) -> None:
+        """Reads the committed steps from storage, leaving out `exclude` (being deleted)."""
+        skip = set(exclude)
+        infos, names = {}, {}
+        for step, name in committed_steps(self._root, self._name_format).items():
+            if step in skip:
+                continue
+            metadata = _step_metadata(self._root / name)
+            infos[step] = CheckpointInfo(step=step, time=_commit_time(metadata),
+                                         metrics=read_step_metrics(self._root / name, metadata))
+            names[step] = name
+        with self._lock:
+            self._infos, self._names = infos, names
+
+    def infos(self) -> list[CheckpointInfo]:
+        with self._lock:
+            return [self._infos[step] for step in sorted(self._infos)]
+
+    def steps(self) -> list[int]:
+        with self._lock:
+            return sorted(self._infos)
+
+    def __contains__(self, step: int) -> bool:
+        with self._lock:
+            return step in self._infos
+
+    def name_of(self, step: int) -> str:
+        """The folder name of `step`: as found on disk, else as the format builds it."""
+        with self._lock:
+            return self._names.get(step) or self._name_format.build_name(step)
+
+    def add(self, info: CheckpointInfo) -> None:
+        with self._lock:
+            self._infos[info.step] = info
+            self._names[info.step] = self._name_format.build_name(info.step)
+
+    def remove(self, steps: Iterable[int]) -> dict[int, str]:
+        """Forgets `steps`; returns their folder names."""
+        removed = {}
+        with self._lock:
+            for step in steps:
+                if step in self._infos:
+                    del self._infos[step]
+                    removed[step] = self._names.pop(step)
+        return removed

@@ -1,0 +1,154 @@
+"""Step folder names: `[<prefix>_]<step>`, optionally zero-padded, as Orbax names them.
+
+A name format turns a step into its folder name and back. The standard format reads
+exactly the names Orbax 0.12 reads: with `step_format_fixed_length=6`, `000042` and
+`1234567` are steps but `42` is not; without it, `42` is a step but `042` is not (so one
+step never has two names). Listing only returns committed steps: tmp folders of saves in
+flight and, on object stores, folders without the commit marker are never listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from jaxpoint.core.errors import InvalidArgumentError
+from jaxpoint.core.storage import (
+    TMP_SUFFIX,
+    Location,
+    commit_protocol_for,
+    is_tmp_name,
+    validate_name,
+)
+
+
+@runtime_checkable
+class StepNameFormat(Protocol):
+    """Names step folders. `parse_name` returns None for names that are not steps."""
+
+    def build_name(self, step: int) -> str: ...
+
+    def parse_name(self, name: str) -> int | None: ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StandardStepNameFormat:
+    """`[<step_prefix>_]<step>`, the step zero-padded to `step_format_fixed_length` digits."""
+
+    step_prefix: str | None = None
+    step_format_fixed_length: int | None = None
+
+    def __post_init__(self) -> None:
+        prefix, length = self.step_prefix, self.step_format_fixed_length
+        if prefix is not None:
+            if not isinstance(prefix, str) or not prefix:
+                raise InvalidArgumentError(
+                    f"Expected step_prefix to be a non-empty str or None, got {prefix!r}. "
+                    "To fix, pass e.g. step_prefix='ckpt' (folders 'ckpt_<step>'), or None."
+                )
+            validate_name(prefix, what="step_prefix")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int)
+                                   or length < 1):
+            raise InvalidArgumentError(
+                f"Expected step_format_fixed_length to be an int >= 1 or None, got {length!r}. "
+                "To fix, pass e.g. 6 (folders '000042'), or None for unpadded names."
+            )
+
+    @functools.cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        length = self.step_format_fixed_length
+        if length is None:
+            digits = r"0|[1-9]\d*"
+        else:
+            # Padded to exactly `length` digits, or longer once the step outgrows the padding.
+            digits = rf"0\d{{{length - 1}}}|[1-9]\d{{{length - 1},}}"
+        prefix = re.escape(f"{self.step_prefix}_") if self.step_prefix is not None else ""
+        return re.compile(rf"{prefix}({digits})")
+
+    def build_name(self, step: int) -> str:
+        digits = f"{step:0{self.step_format_fixed_length}d}" if self.step_format_fixed_length \
+            else str(step)
+        return f"{self.step_prefix}_{digits}" if self.step_prefix is not None else digits
+
+    def parse_name(self, name: str) -> int | None:
+        match = self._pattern.fullmatch(name)
+        return int(match.group(1)) if match else None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompositeStepNameFormat:
+    """Writes with `write_format`; reads any of `read_formats`, the first match winning.
+
+    Use it to move a run to a new naming while still listing the steps of the old one.
+    """
+
+    write_format: StepNameFormat
+    read_formats: Sequence[StepNameFormat]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "read_formats", tuple(self.read_formats))
+        if self.write_format not in self.read_formats:
+            raise InvalidArgumentError(
+                f"Expected write_format {self.write_format!r} among read_formats "
+                f"{list(self.read_formats)!r}: steps written must also be listed. To fix, add "
+                "it to read_formats."
+            )
+
+    def build_name(self, step: int) -> str:
+        return self.write_format.build_name(step)
+
+    def parse_name(self, name: str) -> int | None:
+        for read_format in self.read_formats:
+            step = read_format.parse_name(name)
+            if step is not None:
+                return step
+        return None
+
+
+def standard_name_format(*, step_prefix: str | None = None,
+                         step_format_fixed_length: int | None = None) -> StandardStepNameFormat:
+    """The name format CheckpointManagerOptions' step_prefix / fixed length select."""
+    return StandardStepNameFormat(step_prefix=step_prefix,
+                                  step_format_fixed_length=step_format_fixed_length)
+
+
+def composite_name_format(write_name_format: StepNameFormat,
+                          read_name_formats: Sequence[StepNameFormat]) -> CompositeStepNameFormat:
+    """A format that writes one naming and reads several (see CompositeStepNameFormat)."""
+    return CompositeStepNameFormat(write_format=write_name_format, read_formats=read_name_formats)
+
+
+def committed_steps(root: Location, name_format: StepNameFormat) -> dict[int, str]:
+    """Maps each committed step under `root` to its folder name, in increasing step order."""
+    protocol = commit_protocol_for(root)
+    found: dict[int, str] = {}
+    for name in root.list_names():
+        if is_tmp_name(name):
+            continue
+        step = name_format.parse_name(name)
+        if step is None or step in found:
+            continue
+        if protocol.is_committed(root / name):
+            found[step] = name
+    return dict(sorted(found.items()))
+
+
+def tmp_step_names(root: Location, name_format: StepNameFormat) -> list[str]:
+    """Folders under `root` left by saves (or deletions) of steps that never finished.
+
+    A tmp name is `<step name>.orbax-checkpoint-tmp[...]`; on object stores a step folder
+    without its commit marker is one too.
+    """
+    protocol = commit_protocol_for(root)
+    leftovers = []
+    for name in root.list_names():
+        if is_tmp_name(name):
+            if name_format.parse_name(name.split(TMP_SUFFIX, 1)[0]) is not None:
+                leftovers.append(name)
+        elif (name_format.parse_name(name) is not None and not (root / name).is_file()
+              and not protocol.is_committed(root / name)):
+            leftovers.append(name)
+    return leftovers

@@ -1,0 +1,136 @@
+"""Step folder names: building and parsing them exactly as Orbax 0.12 does."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jaxpoint.core.errors import InvalidArgumentError, InvalidNameError
+from jaxpoint.core.manager import (
+    CompositeStepNameFormat,
+    composite_name_format,
+    standard_name_format,
+)
+from jaxpoint.core.manager.step_names import committed_steps, tmp_step_names
+from jaxpoint.core.storage import COMMIT_MARKER, Location
+from orbax.checkpoint._src.path import step as orbax_step
+
+
+@pytest.mark.parametrize(("prefix", "length", "step", "name"), [
+    (None, None, 42, "42"),
+    (None, 6, 42, "000042"),
+    ("ckpt", None, 42, "ckpt_42"),
+    ("ckpt", 6, 42, "ckpt_000042"),
+    ("ckpt", 2, 12345, "ckpt_12345"),
+    (None, None, 0, "0"),
+])
+def test_build_name_matches_orbax(prefix, length, step, name) -> None:
+    ours = standard_name_format(step_prefix=prefix, step_format_fixed_length=length)
+    theirs = orbax_step.standard_name_format(step_prefix=prefix,
+                                             step_format_fixed_length=length)
+    assert ours.build_name(step) == theirs.build_name(step) == name
+    assert ours.parse_name(name) == step
+
+
+@pytest.mark.parametrize(("prefix", "length", "name"), [
+    (None, None, "042"), (None, 6, "42"), (None, 6, "0000042"), ("ckpt", None, "42"),
+    ("ckpt", None, "ckpt42"), ("ckpt", None, "other_42"), (None, None, "metadata"),
+    (None, None, "_READ_LEASES"), (None, None, "42.orbax-checkpoint-tmp"), (None, None, "-1"),
+])
+def test_parse_name_rejects_what_orbax_rejects(prefix, length, name) -> None:
+    assert standard_name_format(step_prefix=prefix,
+                                step_format_fixed_length=length).parse_name(name) is None
+
+
+def _orbax_parse(prefix: str | None, length: int | None, name: str) -> int | None:
+    """The step real Orbax finds in a folder holding only a directory named `name`."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / name).mkdir()
+        found = orbax_step.standard_name_format(
+            step_prefix=prefix, step_format_fixed_length=length).find_all(folder)
+        steps = [metadata.step for metadata in found]
+    return steps[0] if steps else None
+
+
+@settings(max_examples=60, deadline=None)
+@given(prefix=st.sampled_from([None, "ckpt", "run.v2"]),
+       length=st.sampled_from([None, 1, 3, 6]),
+       name=st.from_regex(r"\A(ckpt_|run\.v2_)?[0-9]{1,9}\Z"))
+def test_parse_name_agrees_with_orbax_on_random_names(prefix, length, name) -> None:
+    ours = standard_name_format(step_prefix=prefix, step_format_fixed_length=length)
+    assert ours.parse_name(name) == _orbax_parse(prefix, length, name)
+
+
+@given(prefix=st.sampled_from([None, "ckpt"]), length=st.sampled_from([None, 1, 4, 8]),
+       step=st.integers(min_value=0, max_value=10**12))
+def test_build_then_parse_round_trips(prefix, length, step) -> None:
+    name_format = standard_name_format(step_prefix=prefix, step_format_fixed_length=length)
+    assert name_format.parse_name(name_format.build_name(step)) == step
+
+
+def test_orbax_lists_the_folders_the_same_format_names(tmp_path: Path) -> None:
+    name_format = standard_name_format(step_prefix="ckpt", step_format_fixed_length=4)
+    for step in (3, 70, 12345):
+        (tmp_path / name_format.build_name(step)).mkdir()
+    (tmp_path / "ckpt_7").mkdir()  # not padded: neither side lists it
+    theirs = orbax_step.standard_name_format(step_prefix="ckpt", step_format_fixed_length=4)
+    assert sorted(m.step for m in theirs.find_all(tmp_path)) == [3, 70, 12345]
+    assert list(committed_steps(Location.parse(tmp_path), name_format)) == [3, 70, 12345]
+
+
+def test_composite_format_reads_old_names_and_writes_new_ones(tmp_path: Path) -> None:
+    new = standard_name_format(step_prefix="ckpt", step_format_fixed_length=6)
+    old = standard_name_format()
+    both = composite_name_format(new, [new, old])
+    for name in ("5", "ckpt_000010"):
+        (tmp_path / name).mkdir()
+    assert both.build_name(20) == "ckpt_000020"
+    assert committed_steps(Location.parse(tmp_path), both) == {5: "5", 10: "ckpt_000010"}
+
+
+def test_composite_format_must_read_what_it_writes() -> None:
+    with pytest.raises(InvalidArgumentError, match="Expected write_format .* among read_formats"):
+        CompositeStepNameFormat(write_format=standard_name_format(step_prefix="a"),
+                                read_formats=[standard_name_format()])
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"step_prefix": ""}, "Expected step_prefix to be a non-empty str or None, got ''"),
+    ({"step_prefix": 7}, "Expected step_prefix to be a non-empty str or None, got 7"),
+    ({"step_format_fixed_length": 0}, "Expected step_format_fixed_length to be an int >= 1"),
+    ({"step_format_fixed_length": True}, "Expected step_format_fixed_length to be an int >= 1"),
+])
+def test_bad_name_options_are_refused(options, match) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        standard_name_format(**options)
+
+
+def test_prefix_with_a_separator_is_refused() -> None:
+    with pytest.raises(InvalidNameError, match="step_prefix to be a single path component"):
+        standard_name_format(step_prefix="a/b")
+
+
+def test_listing_skips_tmp_files_and_unfinished_steps(tmp_path: Path) -> None:
+    name_format = standard_name_format()
+    for name in ("1", "2.orbax-checkpoint-tmp", "3.orbax-checkpoint-tmp-1712", "4",
+                 "4.orbax-checkpoint-tmp-deleting"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "5").write_text("a file, not a step")
+    root = Location.parse(tmp_path)
+    assert committed_steps(root, name_format) == {1: "1", 4: "4"}
+    assert sorted(tmp_step_names(root, name_format)) == [
+        "2.orbax-checkpoint-tmp", "3.orbax-checkpoint-tmp-1712", "4.orbax-checkpoint-tmp-deleting"]
+
+
+def test_object_store_lists_only_steps_with_a_commit_marker() -> None:
+    root = Location.parse("memory://names-test/run")
+    for step in (1, 2):
+        (root / str(step) / "default" / "data").write_text("x")
+    (root / "1" / COMMIT_MARKER).write_text("done")
+    name_format = standard_name_format()
+    assert committed_steps(root, name_format) == {1: "1"}
+    assert tmp_step_names(root, name_format) == ["2"]
+    root.remove()
