@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
 from jaxpoint.core.handlers.registry import register_with_handler
+from jaxpoint.core.handlers.text_file import primary_writes_text
 from jaxpoint.core.storage import Location, read_json, validate_name
 
 
@@ -30,14 +31,7 @@ class JsonCheckpointHandler:
                 f"{type(args.item).__name__}: {error}. To fix, convert values to str/int/"
                 "float/bool/list/dict, or save arrays with StandardSave."
             ) from error
-        target = directory / self._filename
-
-        def write() -> None:
-            if context.is_primary:
-                directory.make_folder()
-                target.write_text(text)
-
-        return write
+        return primary_writes_text(directory, self._filename, text, context=context)
 
     def finalize(self, directory: Location, *, context: SaveContext) -> None:
         return None

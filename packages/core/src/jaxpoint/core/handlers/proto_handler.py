@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from jaxpoint.core.errors import CorruptCheckpointError, InvalidArgumentError
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
 from jaxpoint.core.handlers.registry import register_with_handler
+from jaxpoint.core.handlers.text_file import primary_writes_text
 from jaxpoint.core.storage import Location, validate_name
 
 
@@ -29,14 +30,7 @@ class ProtoCheckpointHandler:
 
     def stage(self, directory: Location, args: Any, *, context: SaveContext) -> WriteStep:
         text = _text_format().MessageToString(args.item)
-        target = directory / self._filename
-
-        def write() -> None:
-            if context.is_primary:
-                directory.make_folder()
-                target.write_text(text)
-
-        return write
+        return primary_writes_text(directory, self._filename, text, context=context)
 
     def finalize(self, directory: Location, *, context: SaveContext) -> None:
         return None
