@@ -32,7 +32,8 @@ _EXPORTS = {
         "ArrayCheckpointHandler", "ArrayMetadata", "ArrayRestoreArgs", "CheckpointHandler",
         "CompositeCheckpointHandler", "JaxRandomKeyCheckpointHandler", "JsonCheckpointHandler",
         "NumpyRandomKeyCheckpointHandler", "ProtoCheckpointHandler", "PyTreeCheckpointHandler",
-        "RestoreArgs", "SaveArgs", "StandardCheckpointHandler", "register_with_handler",
+        "RestoreArgs", "SaveArgs", "SingleReplicaArrayHandler", "SingleReplicaArrayRestoreArgs",
+        "StandardCheckpointHandler", "register_with_handler",
     ),
 }
 _SUBMODULES = ("args", "errors", "manager", "multihost")

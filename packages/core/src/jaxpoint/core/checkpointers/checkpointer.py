@@ -16,6 +16,7 @@ from jaxpoint.core.checkpointers.step_metadata import StepMetadata, read_step_me
 from jaxpoint.core.errors import CheckpointNotFoundError, UnregisteredArgsError
 from jaxpoint.core.handlers import CheckpointArgs, handler_for_args, handler_supports
 from jaxpoint.core.storage import Location
+from jaxpoint.core.storage.checksums import check_checksums
 
 PathLike = Any  # str, os.PathLike or an epath.Path
 
@@ -92,6 +93,7 @@ class Checkpointer:
         """Restores the item at `directory`; without args, as it was saved."""
         location = Location.parse(directory)
         ensure_committed(location)
+        check_checksums(location)
         return self._handler.restore(location, self._coerce(args, self._raw_restore_args,
                                                             what="restore"))
 

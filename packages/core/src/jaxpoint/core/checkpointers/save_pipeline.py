@@ -11,6 +11,7 @@ A failure on any process fails the save on all of them and commits nothing.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Any
 
@@ -18,6 +19,8 @@ from jaxpoint.core import multihost
 from jaxpoint.core.checkpointers.options import MultiprocessingOptions
 from jaxpoint.core.checkpointers.step_metadata import StepMetadata, write_step_metadata
 from jaxpoint.core.errors import (
+    BarrierTimeoutError,
+    CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
     UncommittedCheckpointError,
@@ -30,6 +33,9 @@ from jaxpoint.core.storage import (
     commit_protocol_for,
     is_tmp_name,
 )
+from jaxpoint.core.storage.checksums import write_checksums
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -94,7 +100,32 @@ def begin_save(handler: Any, final: Location, args: Any, *, force: bool,
 
 
 def finish_save(job: SaveJob) -> None:
-    """Collective: every process calls this, in the same order."""
+    """Collective: every process calls this, in the same order.
+
+    When every process agrees that the save failed (a full disk, say), the primary removes
+    the uncommitted work folder so that the failure does not keep holding the space.
+    """
+    try:
+        _write_and_commit(job)
+    except BarrierTimeoutError:
+        raise  # other processes may still be writing there
+    except Exception:
+        _discard_work(job)
+        raise
+
+
+def _discard_work(job: SaveJob) -> None:
+    if not job.context.is_primary:
+        return
+    try:
+        if job.work == job.final and job.protocol.is_committed(job.final):
+            return
+        job.work.remove()
+    except (CheckpointError, OSError) as error:  # the next save of this name removes it
+        logger.warning("Could not remove the failed save's folder %s: %s", job.work, error)
+
+
+def _write_and_commit(job: SaveJob) -> None:
     options = job.options
     outcome: bool | BaseException = True
     try:
@@ -108,6 +139,7 @@ def finish_save(job: SaveJob) -> None:
             job.handler.finalize(job.work, context=job.context)
             write_step_metadata(job.work, dataclasses.replace(
                 job.step_metadata, commit_timestamp_nsecs=time.time_ns()))
+            write_checksums(job.work)
             job.protocol.commit(job.work, job.final)
         except Exception as error:
             outcome = error

@@ -46,7 +46,19 @@ def read_step_metadata(folder: Location) -> StepMetadata:
                 f"Expected {name} to be a JSON object in {folder / STEP_METADATA_FILE}, got "
                 f"{type(values[name]).__name__}."
             )
+    for name in ("init_timestamp_nsecs", "commit_timestamp_nsecs"):
+        stamp = values.get(name)
+        if stamp is not None and (not isinstance(stamp, int) or isinstance(stamp, bool)):
+            raise CorruptCheckpointError(
+                f"Expected {name} to be an integer in {folder / STEP_METADATA_FILE}, got "
+                f"{stamp!r:.100}. The file is corrupt."
+            )
     handlers = values.get("item_handlers")
-    if handlers is not None and not isinstance(handlers, str | dict):
-        raise CorruptCheckpointError(f"Invalid item_handlers in {folder / STEP_METADATA_FILE}.")
+    is_mapping = isinstance(handlers, dict) and all(
+        isinstance(v, str) or v is None for v in handlers.values())
+    if handlers is not None and not (isinstance(handlers, str) or is_mapping):
+        raise CorruptCheckpointError(
+            f"Expected item_handlers in {folder / STEP_METADATA_FILE} to be a handler name or "
+            f"an object of item name to handler name, got {handlers!r:.200}. The file is corrupt."
+        )
     return StepMetadata(**values)

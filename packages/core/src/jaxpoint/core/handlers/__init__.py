@@ -22,6 +22,10 @@ from jaxpoint.core.handlers.registry import (
     register_typestr,
     register_with_handler,
 )
+from jaxpoint.core.handlers.single_replica import (
+    SingleReplicaArrayHandler,
+    SingleReplicaArrayRestoreArgs,
+)
 from jaxpoint.core.handlers.standard import StandardCheckpointHandler, StandardRestore, StandardSave
 from jaxpoint.core.handlers.tree_metadata_view import ArrayMetadata, ScalarMetadata, StringMetadata
 
@@ -32,7 +36,8 @@ __all__ = [
     "JsonCheckpointHandler", "JsonRestore", "JsonSave", "NumpyRandomKeyCheckpointHandler",
     "NumpyRandomKeyRestore", "NumpyRandomKeySave", "ProtoCheckpointHandler", "ProtoRestore",
     "ProtoSave", "PyTreeCheckpointHandler", "PyTreeRestore", "PyTreeSave", "RestoreArgs",
-    "SaveArgs", "SaveContext", "ScalarMetadata", "StandardCheckpointHandler", "StandardRestore",
+    "SaveArgs", "SaveContext", "SingleReplicaArrayHandler",
+    "SingleReplicaArrayRestoreArgs", "ScalarMetadata", "StandardCheckpointHandler", "StandardRestore",
     "StandardSave", "StringMetadata", "WriteStep", "handler_for_args", "handler_for_typestr",
     "handler_supports", "register_typestr", "register_with_handler",
 ]

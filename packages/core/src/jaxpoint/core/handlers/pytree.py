@@ -22,6 +22,10 @@ from jaxpoint.core.handlers.pytree_restore import SavedExtras, restore_tree
 from jaxpoint.core.handlers.pytree_save import StagedTree, stage_tree
 from jaxpoint.core.handlers.registry import register_with_handler
 from jaxpoint.core.handlers.sharding_metadata import read_shardings, write_shardings
+from jaxpoint.core.handlers.single_replica import (
+    SingleReplicaArrayHandler,
+    has_single_replica_args,
+)
 from jaxpoint.core.handlers.tree_metadata_view import ArrayMetadata, ScalarMetadata, describe_tree
 from jaxpoint.core.storage import (
     ArrayFormat,
@@ -36,14 +40,21 @@ ARRAY_METADATAS = "array_metadatas"
 
 
 class PyTreeCheckpointHandler:
-    """Saves and restores a pytree item; see `PyTreeSave` and `PyTreeRestore`."""
+    """Saves and restores a pytree item; see `PyTreeSave` and `PyTreeRestore`.
+
+    Leaves restored with `SingleReplicaArrayRestoreArgs` go through
+    `single_replica_handler` (default `SingleReplicaArrayHandler()`): one replica reads,
+    the others receive the arrays by collective.
+    """
 
     typestr: ClassVar[str] = "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler"
 
     def __init__(self, *, use_ocdbt: bool = True, use_zarr3: bool = True,
-                 compression: str | None = None, zstd_level: int = 1) -> None:
+                 compression: str | None = None, zstd_level: int = 1,
+                 single_replica_handler: SingleReplicaArrayHandler | None = None) -> None:
         self._format = ArrayFormat(use_ocdbt=use_ocdbt, use_zarr3=use_zarr3,
                                    compression=compression, zstd_level=zstd_level)
+        self._single_replica = single_replica_handler
 
     def stage(self, directory: Location, args: Any, *, context: SaveContext) -> WriteStep:
         staged = stage_tree(args.item, args.save_args, is_primary=context.is_primary,
@@ -81,6 +92,12 @@ class PyTreeCheckpointHandler:
         extras = _read_extras(directory, record)
         target = getattr(args, "item", None)
         restore_args = getattr(args, "restore_args", None)
+        if has_single_replica_args(restore_args):
+            single_replica = self._single_replica or SingleReplicaArrayHandler()
+            return single_replica.restore_tree(
+                directory, record, extras, target=target, restore_args=restore_args,
+                strict=getattr(args, "strict", True),
+                partial=getattr(args, "partial_restore", False))
         return restore_tree(directory, record, extras, target=target, restore_args=restore_args,
                             strict=getattr(args, "strict", True),
                             partial=getattr(args, "partial_restore", False))

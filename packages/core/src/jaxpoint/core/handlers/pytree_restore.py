@@ -280,8 +280,10 @@ def _check_host_memory(item: Location, reads: Sequence[ArrayRead]) -> None:
 
 def _is_whole(plan: LeafPlan, layout: tuple) -> bool:
     shape, _, unique, _, key_impl, _ = layout
+    # jax.device_put onto devices of other processes checks, by a collective, that every
+    # process passed the same value: such leaves are assembled from local shards instead.
     return (plan.kind == "jax" and key_impl is None and len(unique) == 1
-            and unique[0] == tuple((0, d) for d in shape))
+            and unique[0] == tuple((0, d) for d in shape) and plan.sharding.is_fully_addressable)
 
 
 def _assemble(plan: LeafPlan, layout: tuple, data: list[np.ndarray]) -> Any:

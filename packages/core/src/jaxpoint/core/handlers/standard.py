@@ -28,6 +28,8 @@ class StandardCheckpointHandler:
         self._pytree.finalize(directory, context=context)
 
     def restore(self, directory: Location, args: Any | None = None) -> Any:
+        if isinstance(args, PyTreeRestore):  # same layout: honour its restore_args too
+            return self._pytree.restore(directory, args)
         item = getattr(args, "item", None)
         strict = getattr(args, "strict", True)
         return self._pytree.restore(directory, _StrictPyTreeRestore(item=item, strict=strict))

@@ -316,7 +316,12 @@ class CheckpointManager:
                 "kept. To fix, see the cause below, then save again."
             )
             self._failure.__cause__ = error
-            self.reload()
+            try:
+                self.reload()  # forget the failed step; the steps it doomed were kept
+            except BaseException as reload_error:  # storage still failing: drop just the step
+                logger.warning("Could not re-list %s after a failed save: %s", self._root,
+                               reload_error)
+                self._catalog.remove([step])
             return
         try:
             self._after_commit(doomed)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 import os
 import re
@@ -27,11 +26,13 @@ from jaxpoint.core.storage.array_format import (
     open_spec,
     process_database_spec,
 )
-from jaxpoint.core.storage.context import shared_context
+from jaxpoint.core.storage.context import shared_context, write_context
+from jaxpoint.core.storage.json_file import parse_json
 from jaxpoint.core.storage.location import Location
 
 Index = tuple[slice, ...]
-# Bytes of shard writes handed to TensorStore and not yet committed, per save.
+# Bytes of shard writes handed to TensorStore and not yet committed (per save), and of
+# reads not yet decoded into their buffers (per restore).
 MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024
 
 
@@ -80,8 +81,14 @@ def _normalized(index: Index, shape: tuple[int, ...]) -> Index:
     return tuple(slice(*s.indices(d)[:2]) for s, d in zip(index, shape, strict=True))
 
 
+def _key(param_name: str, key: str) -> bytes:
+    """A key of `param_name`'s array in OCDBT; a tree that is one array at the root ("")
+    stores its keys bare, as TensorStore's zarr driver does for the path "/"."""
+    return (f"{param_name}/{key}" if param_name else key).encode()
+
+
 def _write_small(item: Location, database: dict[str, Any], writes: Sequence[ArrayWrite],
-                 nbytes: int) -> None:
+                 nbytes: int, context: ts.Context) -> None:
     """Writes small whole arrays as encoded chunks in bounded OCDBT transactions."""
     arrays = {w.param_name: np.asarray(w.shards[0][1], dtype=w.dtype) for w in writes}
     encoded: dict[str, bytes] = {}
@@ -89,16 +96,16 @@ def _write_small(item: Location, database: dict[str, Any], writes: Sequence[Arra
     for (dtype, _), group in small_arrays.group_by_layout(nonempty).items():
         chunks = small_arrays.encode_chunks(np.dtype(dtype), [a for _, a in group])
         encoded.update(zip((name for name, _ in group), chunks, strict=True))
-    store = _result(ts.KvStore.open(database, context=shared_context()), "create", item,
+    store = _result(ts.KvStore.open(database, context=context), "create", item,
                     writes[0].param_name, nbytes=nbytes)
     transaction, pending, held = ts.Transaction(), [], 0
     for write in writes:
         name = write.param_name
         target = store.with_transaction(transaction)
-        pending.append(target.write(f"{name}/zarr.json".encode(),
+        pending.append(target.write(_key(name, "zarr.json"),
                                     small_arrays.zarr_json(write.shape, write.dtype)))
         if name in encoded:
-            pending.append(target.write(f"{name}/{small_arrays.chunk_key(write.shape)}".encode(),
+            pending.append(target.write(_key(name, small_arrays.chunk_key(write.shape)),
                                         encoded[name]))
             held += len(encoded[name])
         if held >= small_arrays.TRANSACTION_BYTES or write is writes[-1]:
@@ -114,11 +121,12 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
     if not writes:
         return
     database = process_database_spec(item, process_index) if fmt.use_ocdbt else None
-    context = shared_context()
+    context = write_context()
     nbytes = sum(data.nbytes for w in writes for _, data in w.shards)
     is_bulk = [_is_bulk_write(w, fmt) for w in writes]
     if any(is_bulk):
-        _write_small(item, database, [w for w, b in zip(writes, is_bulk, strict=True) if b], nbytes)
+        _write_small(item, database, [w for w, b in zip(writes, is_bulk, strict=True) if b], nbytes,
+                     context)
         writes = [w for w, b in zip(writes, is_bulk, strict=True) if not b]
     opening = [
         ts.open(create_spec(item, w.param_name, database=database, shape=w.shape, dtype=w.dtype,
@@ -151,7 +159,8 @@ def open_arrays(item: Location, names: Sequence[str], *, use_ocdbt: bool,
     (orbax's `store_array_data_equal_to_fill_value`), so a missing chunk is an error.
     """
     context = shared_context()
-    small = _open_small(item, names) if use_ocdbt and use_zarr3 and names else {}
+    kvstore, headers = _read_headers(item, names, use_ocdbt=use_ocdbt, use_zarr3=use_zarr3)
+    small = _open_small(item, kvstore, headers) if use_ocdbt and use_zarr3 and kvstore else {}
     opening = {name: ts.open(open_spec(item, name, use_ocdbt=use_ocdbt, use_zarr3=use_zarr3,
                                        has_every_chunk=has_every_chunk),
                              open=True, read=True, context=context)
@@ -168,23 +177,49 @@ def open_arrays(item: Location, names: Sequence[str], *, use_ocdbt: bool,
     return opened
 
 
-def _open_small(item: Location, names: Sequence[str]) -> dict[str, StoredArray]:
-    """Raw-reads headers and chunks of small arrays; others are left to TensorStore."""
+# The zarr metadata of a real array is under 2 KiB. A larger or deeply nested header is
+# damaged or hostile and must never reach TensorStore's parser (deep nesting crashes it).
+MAX_HEADER_BYTES = 1024 * 1024
+
+
+def read_array_headers(item: Location, names: Sequence[str], *, use_ocdbt: bool,
+                       use_zarr3: bool) -> dict[str, dict[str, Any]]:
+    """Each array's zarr metadata, bounds-checked; absent or unreadable ones are left out.
+
+    Raises CorruptCheckpointError for a header that is too large, too deep or not JSON.
+    """
+    return _read_headers(item, names, use_ocdbt=use_ocdbt, use_zarr3=use_zarr3)[1]
+
+
+def _read_headers(item: Location, names: Sequence[str], *, use_ocdbt: bool,
+                  use_zarr3: bool) -> tuple[ts.KvStore | None, dict[str, dict[str, Any]]]:
+    if not names:
+        return None, {}
+    spec = item_database_spec(item) if use_ocdbt else item.kvstore_spec()
+    header = "zarr.json" if use_zarr3 else ".zarray"
     try:
-        store = ts.KvStore.open(item_database_spec(item), context=shared_context()).result()
+        store = ts.KvStore.open(spec, context=shared_context()).result()
     except Exception:  # reported with context by the regular path
-        return {}
-    headers = [store.read(f"{name}/zarr.json".encode()) for name in names]
-    found: dict[str, dict[str, Any]] = {}
-    for name, future in zip(names, headers, strict=True):
+        return None, {}
+    reads = [store.read(_key(name, header)) for name in names]
+    headers: dict[str, dict[str, Any]] = {}
+    for name, future in zip(names, reads, strict=True):
         try:
             result = future.result()
-            metadata = json.loads(result.value) if result.state == "value" else None
-        except Exception:  # a damaged header: the regular path reports it precisely
+        except Exception:  # a damaged database: the regular path reports it precisely
             continue
-        if small_arrays.is_bulk_readable(metadata):
-            found[name] = metadata
-    chunks = {name: store.read(f"{name}/{small_arrays.chunk_key(tuple(m['shape']))}".encode())
+        if result.state == "value":
+            headers[name] = parse_json(
+                bytes(result.value), max_bytes=MAX_HEADER_BYTES,
+                where=f"The zarr metadata {header!r} of parameter {name!r} of item {item}")
+    return store, headers
+
+
+def _open_small(item: Location, store: ts.KvStore,
+                headers: dict[str, dict[str, Any]]) -> dict[str, StoredArray]:
+    """Raw-reads the chunks of small arrays; others are left to TensorStore."""
+    found = {name: m for name, m in headers.items() if small_arrays.is_bulk_readable(m)}
+    chunks = {name: store.read(_key(name, small_arrays.chunk_key(tuple(m['shape']))))
               for name, m in found.items() if math.prod(m["shape"]) > 0}
     opened = {}
     for name, metadata in found.items():
@@ -248,6 +283,8 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray],
     """
     small = _decode_small(item, [a for a in arrays if a.store is None])
     pending = []
+    in_flight: collections.deque[tuple[str, int, Any]] = collections.deque()
+    held = 0
     for array, request in zip(arrays, reads, strict=True):
         dtype = np.dtype(request.dtype if request.dtype is not None else array.dtype)
         requests = []
@@ -263,7 +300,15 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray],
         for index in request.regions:
             region = view[index]
             buffer = aligned_empty(tuple(region.shape), dtype)
-            requests.append((buffer, ts.array(buffer, copy=False, write=True).write(region)))
+            # Stored bytes wait in TensorStore until decoded: bound them to keep memory flat.
+            while in_flight and held + buffer.nbytes > MAX_IN_FLIGHT_BYTES:
+                name, size, oldest = in_flight.popleft()
+                _result(oldest, "read", item, name)
+                held -= size
+            future = ts.array(buffer, copy=False, write=True).write(region)
+            in_flight.append((request.param_name, buffer.nbytes, future))
+            held += buffer.nbytes
+            requests.append((buffer, future))
         pending.append(requests)
     results = []
     for requests, request in zip(pending, reads, strict=True):

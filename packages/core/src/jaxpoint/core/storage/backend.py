@@ -41,3 +41,9 @@ class Backend(Protocol):
 
     def rename(self, source: str, target: str) -> None:
         """Atomically renames a folder; only where `has_atomic_rename`."""
+
+    def exchange(self, source: str, target: str) -> bool:
+        """Atomically swaps two existing folders; only where `has_atomic_rename`.
+
+        Returns False, changing nothing, where the storage cannot swap in one step.
+        """

@@ -15,6 +15,7 @@ from jaxpoint.core.storage.location import Location
 
 COMMIT_MARKER = "commit_success.txt"
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
+REPLACED_SUFFIX = f"{TMP_SUFFIX}-replaced"
 
 
 def is_tmp_name(name: str) -> bool:
@@ -49,9 +50,16 @@ class RenameCommit:
         if not final.exists():
             work.rename_to(final)
             return
-        # force=True over a committed checkpoint: move it aside first so that a crash
-        # leaves either the old or the new one in place, never neither.
-        replaced = final.parent / f"{final.name}{TMP_SUFFIX}-replaced"
+        # force=True over a committed checkpoint. Swap the two folders in one step, so a
+        # crash at any moment leaves the old or the new checkpoint at `final`, and the other
+        # under the tmp name, which the next save of `final` removes.
+        if work.exchange_with(final):
+            work.remove()
+            return
+        # The file system cannot swap (e.g. NFS): move the old one aside first. A crash
+        # between the two renames leaves `final` missing, the old checkpoint under
+        # REPLACED_SUFFIX and the new one under TMP_SUFFIX.
+        replaced = final.parent / f"{final.name}{REPLACED_SUFFIX}"
         replaced.remove()
         final.rename_to(replaced)
         work.rename_to(final)

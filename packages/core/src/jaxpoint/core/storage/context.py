@@ -21,3 +21,17 @@ def shared_context() -> ts.Context:
             "cache_pool": {"total_bytes_limit": 0},
         }
     )
+
+
+def write_context() -> ts.Context:
+    """A context for the writes of one save: the shared thread pools, its own cache pool.
+
+    TensorStore reuses an open OCDBT driver, cached manifest included, for every open of
+    the same spec in the same context, and its writes trust that manifest. A failed save
+    leaves such a driver alive as long as anything holds the exception (its traceback
+    holds the stores), and the retry, writing into a freshly emptied folder of the same
+    name, then follows the stale manifest into deleted files. A new cache pool per save
+    means new drivers, which read the folder as it is.
+    """
+    return ts.Context(ts.Context.Spec({"cache_pool": {"total_bytes_limit": 0}}),
+                      parent=shared_context())

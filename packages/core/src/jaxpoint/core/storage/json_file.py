@@ -57,27 +57,33 @@ def read_json(location: Location, *, expect: type = dict) -> Any:
         raise
     except OSError as error:
         raise storage_error(error, "read", str(location)) from error
-    _check_size(location, len(data))
+    return parse_json(data, where=f"Metadata file {location}", expect=expect)
+
+
+def parse_json(data: bytes, *, where: str, expect: type = dict,
+               max_bytes: int = MAX_METADATA_BYTES) -> Any:
+    """Parses JSON bytes with the bounds of `read_json`; `where` starts every error message."""
+    if len(data) > max_bytes:
+        raise CorruptCheckpointError(
+            f"{where} is {len(data)} bytes; expected at most {max_bytes}. It is corrupt.")
     elements = data.count(b",") + data.count(b"[") + data.count(b"{")
     if elements > MAX_ELEMENTS:
         raise CorruptCheckpointError(
-            f"Metadata file {location} holds about {elements} JSON values; expected at most "
-            f"{MAX_ELEMENTS}. The file is corrupt."
+            f"{where} holds about {elements} JSON values; expected at most "
+            f"{MAX_ELEMENTS}. It is corrupt."
         )
     try:
         value = json.loads(data)
     except (ValueError, RecursionError) as error:
         raise CorruptCheckpointError(
-            f"Metadata file {location} is not valid JSON ({error}). The file is corrupt or "
-            "truncated; restore an earlier checkpoint."
+            f"{where} is not valid JSON ({error}). It is corrupt or truncated; restore an "
+            "earlier checkpoint."
         ) from error
     if _depth(value, MAX_NESTING) > MAX_NESTING:
-        raise CorruptCheckpointError(
-            f"Metadata file {location} nests deeper than {MAX_NESTING} levels; the file is corrupt."
-        )
+        raise CorruptCheckpointError(f"{where} nests deeper than {MAX_NESTING} levels; it is corrupt.")
     if not isinstance(value, expect):
         raise CorruptCheckpointError(
-            f"Expected metadata file {location} to hold a JSON {expect.__name__}, found "
-            f"{type(value).__name__}. The file is corrupt."
+            f"Expected {where} to hold a JSON {expect.__name__}, found "
+            f"{type(value).__name__}. It is corrupt."
         )
     return value

@@ -105,6 +105,10 @@ class KvStoreBackend:
             "file instead. This is a bug in the caller."
         )
 
+    def exchange(self, source: str, target: str) -> bool:
+        self.rename(source, target)  # raises: object stores commit with a marker
+        return False
+
 
 def _prefix_end(prefix: bytes) -> bytes:
     """The smallest key greater than every key that starts with `prefix`."""

@@ -14,13 +14,15 @@ import os
 import re
 from typing import Any
 
-from jaxpoint.core.errors import InvalidNameError
+from jaxpoint.core.errors import InvalidArgumentError, InvalidNameError
 from jaxpoint.core.storage.backend import Backend
 from jaxpoint.core.storage.kvstore_backend import KvStoreBackend
 from jaxpoint.core.storage.posix_backend import PosixBackend
 
 PathLike = "str | os.PathLike[str] | Location"
 _OBJECT_SCHEMES = ("gs://", "s3://", "memory://")
+# Retries per object-store request; read with the other variables when a bucket is first used.
+RETRIES_ENV = "JAXPOINT_OBJECT_STORE_MAX_RETRIES"
 
 
 def validate_name(name: str, *, what: str = "name") -> str:
@@ -45,13 +47,36 @@ def validate_name(name: str, *, what: str = "name") -> str:
     return name
 
 
+def _retry_limit(resource: str) -> dict[str, Any]:
+    """The retry resource for JAXPOINT_OBJECT_STORE_MAX_RETRIES, or {} for TensorStore's own.
+
+    TensorStore retries a failed request 32 times, waiting 1 s and doubling up to 32 s
+    between tries, so an unreachable server fails each call after about 15 minutes.
+    N retries bound that to about 2**N - 1 seconds (N <= 5).
+    """
+    text = os.environ.get(RETRIES_ENV)
+    if text is None or not text.strip():
+        return {}
+    try:
+        retries = int(text)
+    except ValueError:
+        retries = -1
+    if retries < 0:
+        raise InvalidArgumentError(
+            f"Expected {RETRIES_ENV} to be a whole number >= 0, got {text!r}. To fix, set it "
+            "to the number of retries per request (e.g. 5), or unset it for TensorStore's 32."
+        )
+    return {resource: {"max_retries": retries}}
+
+
 @functools.cache
 def _object_backend(scheme: str, bucket: str) -> KvStoreBackend:
     if scheme == "memory":
         return KvStoreBackend({"driver": "memory", "path": f"{bucket}/"}, url_prefix=f"memory://{bucket}/")
     if scheme == "gs":
-        return KvStoreBackend({"driver": "gcs", "bucket": bucket}, url_prefix=f"gs://{bucket}/")
-    spec: dict[str, Any] = {"driver": "s3", "bucket": bucket}
+        return KvStoreBackend({"driver": "gcs", "bucket": bucket,
+                               **_retry_limit("gcs_request_retries")}, url_prefix=f"gs://{bucket}/")
+    spec: dict[str, Any] = {"driver": "s3", "bucket": bucket, **_retry_limit("s3_request_retries")}
     # TensorStore ignores AWS_ENDPOINT_URL; honour it here so S3-compatible stores work.
     if endpoint := os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
         spec["endpoint"] = endpoint
@@ -166,3 +191,7 @@ class Location:
 
     def rename_to(self, target: Location) -> None:
         self.backend.rename(self.path, target.path)
+
+    def exchange_with(self, other: Location) -> bool:
+        """Swaps this folder and `other` atomically; False where the storage cannot."""
+        return self.backend.exchange(self.path, other.path)

@@ -15,7 +15,7 @@ from jaxpoint.core.storage.array_format import (
     PROCESS_DB_PREFIX,
     process_database_spec,
 )
-from jaxpoint.core.storage.context import shared_context
+from jaxpoint.core.storage.context import write_context
 from jaxpoint.core.storage.location import Location
 
 
@@ -34,7 +34,7 @@ def merge_process_databases(item: Location, process_indices: Iterable[int] | Non
     indices = list(process_indices) if process_indices is not None else written_process_indices(item)
     if not indices:
         return
-    context = shared_context()
+    context = write_context()
     root_spec = {"driver": "ocdbt", "base": item.kvstore_spec(), "config": dict(OCDBT_CONFIG)}
     try:
         children = [ts.KvStore.open(process_database_spec(item, i), context=context) for i in indices]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import os
 import shutil
 from typing import Any
@@ -12,11 +14,14 @@ from jaxpoint.core.errors import StorageError
 
 def storage_error(error: OSError, action: str, path: str) -> StorageError:
     """Turns an OSError into a StorageError that says what failed and how to fix it."""
+    reading = action.startswith(("read", "look up", "list"))
+    access = ("Grant read access (or run as a user who has it)" if reading
+              else "Grant write access or choose another directory")
     hints = {
         errno.ENOSPC: "The disk is full. Free space there (or save elsewhere) and retry.",
         errno.EDQUOT: "The disk quota is exhausted. Free space there and retry.",
-        errno.EACCES: "Permission denied. Grant write access or choose another directory.",
-        errno.EPERM: "Operation not permitted. Grant write access or choose another directory.",
+        errno.EACCES: f"{access}.",
+        errno.EPERM: f"{access}.",
         errno.EROFS: "The file system is read-only. Choose a writable directory.",
         errno.ENOTDIR: "A parent of this path is a file, not a folder. Remove it or choose another path.",
     }
@@ -24,6 +29,21 @@ def storage_error(error: OSError, action: str, path: str) -> StorageError:
     wrapped = StorageError(f"Could not {action} {path}: {error.strerror or error}. {hint}")
     wrapped.errno = error.errno
     return wrapped
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+# Errors of renameat2(RENAME_EXCHANGE) that mean "this system or file system cannot".
+_NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """libc's renameat2, or None: Python's os module has no atomic exchange of two paths."""
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    except OSError:
+        return None
 
 
 def fsync_folder(path: str) -> None:
@@ -44,7 +64,15 @@ class PosixBackend:
         return {"driver": "file", "path": path.rstrip("/") + "/"}
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(path)
+        # Not os.path.exists: it answers False for a folder it may not search, which
+        # would report "no checkpoint" where the truth is "permission denied".
+        try:
+            os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as error:
+            raise storage_error(error, "look up", path) from error
+        return True
 
     def is_file(self, path: str) -> bool:
         return os.path.isfile(path)
@@ -98,3 +126,24 @@ class PosixBackend:
             fsync_folder(os.path.dirname(target) or ".")
         except OSError as error:
             raise storage_error(error, f"rename {source} to", target) from error
+
+    def exchange(self, source: str, target: str) -> bool:
+        """Swaps two existing folders in one step (Linux renameat2 with RENAME_EXCHANGE).
+
+        False, changing nothing, where the kernel, libc or file system cannot.
+        """
+        renameat2 = _renameat2()
+        if renameat2 is None:
+            return False
+        if renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target),
+                     _RENAME_EXCHANGE) != 0:
+            code = ctypes.get_errno()
+            if code in _NO_EXCHANGE:
+                return False
+            error = OSError(code, os.strerror(code))
+            raise storage_error(error, f"exchange {source} with", target) from error
+        try:
+            fsync_folder(os.path.dirname(target) or ".")
+        except OSError as error:
+            raise storage_error(error, "sync the folder of", target) from error
+        return True

@@ -65,18 +65,22 @@ def _zarr_json(shape: tuple[int, ...], dtype_name: str) -> bytes:
 
 def is_bulk_readable(metadata: Any) -> bool:
     """True when a stored zarr.json describes a small single-chunk array in our codecs."""
+    # The header comes from storage: check every type before using it (it may be hostile).
     try:
         shape = tuple(metadata["shape"])
+        if not all(type(d) is int and d >= 0 for d in shape) or not isinstance(
+                metadata["data_type"], str):
+            return False
         dtype = np.dtype(metadata["data_type"])
         chunk = tuple(metadata["chunk_grid"]["configuration"]["chunk_shape"])
         codecs = [c["name"] for c in metadata["codecs"]]
-    except (KeyError, TypeError, ValueError):
+        configuration = metadata["codecs"][0].get("configuration") or {}
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return False
-    return (metadata.get("chunk_key_encoding") == {"name": "default"}
+    return (metadata.get("chunk_key_encoding") == {"name": "default"} and not dtype.hasobject
+            and dtype.kind in "biufcV" and dtype.fields is None
             and chunk == tuple(max(1, d) for d in shape) and codecs == ["bytes", "crc32c"]
-            and all(isinstance(d, int) and d >= 0 for d in shape) and is_small(shape, dtype)
-            and (len(metadata["codecs"][0].get("configuration") or {}) == 0
-                 or metadata["codecs"][0]["configuration"] == {"endian": "little"}))
+            and is_small(shape, dtype) and configuration in ({}, {"endian": "little"}))
 
 
 def _template(context: ts.Context, dtype: np.dtype, count: int, length: int, *,

@@ -1,0 +1,424 @@
+"""Single-replica restore: one replica reads the checkpoint, the others receive it.
+
+Data-parallel training keeps a full copy of the state on every replica (a slice of the
+mesh along its replica axis). A plain restore makes every replica read the same bytes
+from storage. With `SingleReplicaArrayRestoreArgs` on a leaf, only the processes that own
+devices of the primary replica read that leaf's array data; the other replicas receive it
+through one jitted all-reduce over the replica axis: every device of the primary replica
+contributes its shard, every other device contributes zeros, and the sum, taken on the
+arrays' bits so that it is exact for every dtype, lands with the target sharding.
+
+Call sequence, every process of the mesh, in the same order:
+  1. the processes of the primary replica read (into that replica's devices only), every
+     process reads its leaves restored without single-replica args;
+  2. the first reading process publishes the restored shapes and dtypes;
+  3. every process reports its outcome to `agree_on_success`: if any read failed (missing
+     or corrupt files), every process raises `ProcessFailureError` here, before any device
+     collective, so nobody waits forever in one (the deadlock of google/orbax#3181);
+  4. batches of leaves, each at most `broadcast_memory_limit_bytes` per device, are stacked
+     along a new replica dimension and summed over it in one jitted program each; a batch's
+     inputs are freed before the next one starts, so at most one batch exists twice.
+
+Usage, with orbax's names:
+
+    handler = PyTreeCheckpointHandler(single_replica_handler=SingleReplicaArrayHandler(
+        replica_axis_index=0, primary_replica_id=0, broadcast_memory_limit_bytes=2**28))
+    restore_args = jax.tree.map(
+        lambda x: SingleReplicaArrayRestoreArgs(sharding=x.sharding), abstract_state)
+    state = Checkpointer(handler).restore(path, args=PyTreeRestore(
+        abstract_state, restore_args=restore_args))
+
+Without `single_replica_handler`, `PyTreeCheckpointHandler` uses `SingleReplicaArrayHandler()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxpoint.core import multihost
+from jaxpoint.core.errors import CheckpointError, InvalidArgumentError
+from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs
+from jaxpoint.core.handlers.pytree_metadata import TreeRecord
+from jaxpoint.core.handlers.pytree_restore import (
+    LeafPlan,
+    SavedExtras,
+    execute_plans,
+    match_target,
+    plan_leaf,
+)
+from jaxpoint.core.storage import Location
+
+logger = logging.getLogger(__name__)
+
+# Per device and batch: large enough that the all-reduce runs near bandwidth, small
+# enough that the extra copy of one batch fits beside the restored state.
+DEFAULT_BROADCAST_MEMORY_LIMIT_BYTES = 256 * 2**20
+DEFAULT_TIMEOUT_S = 600.0
+
+_UNSIGNED_OF_BITS = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}
+
+
+@dataclasses.dataclass(kw_only=True)
+class SingleReplicaArrayRestoreArgs(ArrayRestoreArgs):
+    """Restore a leaf as a jax.Array with `sharding`, read by one replica and broadcast.
+
+    `sharding` (or `mesh` + `mesh_axes`) must be a `NamedSharding` whose spec does not use
+    the replica axis. `replica_axis_index` / `primary_replica_id` override the handler's
+    for this leaf (None: the handler's). `single_replica_sharding` is accepted for orbax
+    compatibility: when given, it must cover exactly the primary replica's devices.
+    """
+
+    single_replica_sharding: jax.sharding.NamedSharding | None = None
+    replica_axis_index: int | None = None
+    primary_replica_id: int | None = None
+
+
+def has_single_replica_args(restore_args: Any) -> bool:
+    """Whether any leaf of `restore_args` asks for a single-replica restore."""
+    leaves = jax.tree_util.tree_leaves(restore_args, is_leaf=lambda x: isinstance(x, RestoreArgs))
+    return any(isinstance(leaf, SingleReplicaArrayRestoreArgs) for leaf in leaves)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReplicaLayout:
+    """Where the replicas of one mesh live: the replica axis, the readers, the members."""
+
+    mesh: jax.sharding.Mesh
+    axis: int
+    primary: int
+    readers: tuple[int, ...]  # processes owning a device of the primary replica
+    members: tuple[int, ...]  # processes owning any device of the mesh
+
+    @property
+    def axis_name(self) -> str:
+        return self.mesh.axis_names[self.axis]
+
+    @property
+    def replica_count(self) -> int:
+        return self.mesh.devices.shape[self.axis]
+
+    @property
+    def is_reader(self) -> bool:
+        return multihost.process_index() in self.readers
+
+    def primary_sharding(self, spec: jax.sharding.PartitionSpec) -> jax.sharding.NamedSharding:
+        """`spec` over the primary replica's devices only (the readers' target)."""
+        devices = np.take(self.mesh.devices, [self.primary], axis=self.axis)
+        return jax.sharding.NamedSharding(jax.sharding.Mesh(devices, self.mesh.axis_names), spec)
+
+
+def broadcast_batches(bytes_per_leaf: Sequence[int], limit_bytes: int) -> list[range]:
+    """Splits leaves, in order, into runs of at most `limit_bytes`; a larger leaf runs alone.
+
+    >>> broadcast_batches([3, 3, 5, 1, 9], limit_bytes=6)
+    [range(0, 2), range(2, 4), range(4, 5)]
+    """
+    batches, start, held = [], 0, 0
+    for index, size in enumerate(bytes_per_leaf):
+        if index > start and held + size > limit_bytes:
+            batches.append(range(start, index))
+            start, held = index, 0
+        held += size
+    if start < len(bytes_per_leaf):
+        batches.append(range(start, len(bytes_per_leaf)))
+    return batches
+
+
+class SingleReplicaArrayHandler:
+    """Restores the leaves with `SingleReplicaArrayRestoreArgs` of a tree item.
+
+    `replica_axis_index`: the mesh axis along which the state is replicated.
+    `primary_replica_id`: the replica whose processes read from storage.
+    `broadcast_memory_limit_bytes`: the most bytes per device one broadcast batch moves
+    (None: `DEFAULT_BROADCAST_MEMORY_LIMIT_BYTES`); a larger leaf goes alone.
+    `timeout_s`: how long processes wait for the readers' outcome; it must cover the
+    primary replica's read of every array.
+    """
+
+    def __init__(self, *, replica_axis_index: int = 0, primary_replica_id: int = 0,
+                 broadcast_memory_limit_bytes: int | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        _check_index(replica_axis_index, "replica_axis_index")
+        _check_index(primary_replica_id, "primary_replica_id")
+        limit = broadcast_memory_limit_bytes
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidArgumentError(
+                f"Expected broadcast_memory_limit_bytes to be an int >= 1 or None, got "
+                f"{limit!r}. To fix, pass e.g. broadcast_memory_limit_bytes=2**28 (256 MiB)."
+            )
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
+            raise InvalidArgumentError(
+                f"Expected timeout_s > 0 seconds for SingleReplicaArrayHandler, got "
+                f"{timeout_s!r}. To fix, pass more than the primary replica's read takes."
+            )
+        self.replica_axis_index = replica_axis_index
+        self.primary_replica_id = primary_replica_id
+        self.broadcast_memory_limit_bytes = limit or DEFAULT_BROADCAST_MEMORY_LIMIT_BYTES
+        self.timeout_s = float(timeout_s)
+
+    def restore_tree(self, item: Location, record: TreeRecord, extras: SavedExtras, *,
+                     target: Any, restore_args: Any, strict: bool, partial: bool) -> Any:
+        """Collective: every process of the mesh calls this, in the same order.
+
+        Restores the item as the structure of `target` (or `restore_args`); leaves without
+        `SingleReplicaArrayRestoreArgs` are restored as usual, each process reading its own.
+        """
+        entries, treedef = match_target(record, target if target is not None else restore_args,
+                                        partial=partial)
+        if target is not None:
+            targets = [leaf for _, leaf in entries]
+            leaf_args = treedef.flatten_up_to(restore_args)
+        else:
+            targets, leaf_args = [None] * len(entries), [leaf for _, leaf in entries]
+        saved = {leaf.path.param_name: leaf for leaf in record.leaves}
+        plans = [plan_leaf(saved[path.param_name], t, a, extras, strict=strict)
+                 for (path, _), t, a in zip(entries, targets, leaf_args, strict=True)]
+        single = [i for i, a in enumerate(leaf_args) if isinstance(a, SingleReplicaArrayRestoreArgs)]
+        layout = self._layout([plans[i] for i in single], [leaf_args[i] for i in single])
+        values = self._restore_plans(item, record, extras, plans, single, layout,
+                                     [leaf_args[i] for i in single])
+        return jax.tree_util.tree_unflatten(treedef, values)
+
+    def _restore_plans(self, item: Location, record: TreeRecord, extras: SavedExtras,
+                       plans: list[LeafPlan], single: list[int], layout: ReplicaLayout,
+                       single_args: list[SingleReplicaArrayRestoreArgs]) -> list[Any]:
+        chosen = set(single)
+        own = [i for i in range(len(plans)) if i not in chosen]
+        values: list[Any] = [None] * len(plans)
+        started = time.monotonic()
+        outcome: bool | BaseException = True
+        read: list[jax.Array] = []
+        published = None
+        try:
+            for i, value in zip(own, execute_plans(item, record, [plans[i] for i in own], extras),
+                                strict=True):
+                values[i] = value
+            if layout.is_reader:
+                read = self._read_primary(item, record, extras, [plans[i] for i in single],
+                                          single_args, layout)
+                published = [[list(a.shape), jnp.dtype(a.dtype).name] for a in read]
+        except Exception as error:  # reported to every process before any collective
+            outcome = error
+        shapes = multihost.broadcast_one_to_some(
+            published, is_source=multihost.process_index() == layout.readers[0],
+            processes=layout.members, timeout_s=self.timeout_s, name="single-replica/shapes")
+        if outcome is True and not layout.is_reader:
+            outcome = _check_published(shapes, [plans[i] for i in single], item)
+        if isinstance(outcome, BaseException) and len(layout.members) == 1:
+            raise outcome  # nobody else to tell
+        multihost.agree_on_success(outcome, name="single-replica/read", processes=layout.members,
+                                   timeout_s=self.timeout_s)
+        abstract = [jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=plans[i].sharding)
+                    for (shape, dtype), i in zip(shapes, single, strict=True)]
+        agreed = time.monotonic()
+        batches = self._broadcast(read, abstract, layout)
+        for i, value in zip(single, [v for batch in batches for v in batch], strict=True):
+            values[i] = value
+        logger.info("single-replica restore of %d leaves from %s: read by processes %s in %.3f s, "
+                    "broadcast in %d batches in %.3f s", len(single), item, list(layout.readers),
+                    agreed - started, len(batches), time.monotonic() - agreed)
+        return values
+
+    def _layout(self, plans: list[LeafPlan], leaf_args: list[SingleReplicaArrayRestoreArgs]
+                ) -> ReplicaLayout:
+        """Checks the leaves' shardings (same on every process) and finds the replicas."""
+        found: ReplicaLayout | None = None
+        for plan, args in zip(plans, leaf_args, strict=True):
+            axis = self.replica_axis_index if args.replica_axis_index is None else args.replica_axis_index
+            primary = self.primary_replica_id if args.primary_replica_id is None else args.primary_replica_id
+            _check_index(axis, f"replica_axis_index at tree path {plan.path}")
+            _check_index(primary, f"primary_replica_id at tree path {plan.path}")
+            layout = _replica_layout(plan, axis=axis, primary=primary)
+            if found is not None and (layout.mesh, layout.axis, layout.primary) != (
+                    found.mesh, found.axis, found.primary):
+                raise InvalidArgumentError(
+                    f"Expected every SingleReplicaArrayRestoreArgs of one restore to share one "
+                    f"mesh, replica axis and primary replica, but tree path {plan.path} has mesh "
+                    f"{dict(layout.mesh.shape)}, axis {layout.axis}, primary {layout.primary} "
+                    f"while an earlier leaf has mesh {dict(found.mesh.shape)}, axis {found.axis}, "
+                    f"primary {found.primary}. To fix, restore leaves of other meshes in a "
+                    "separate restore."
+                )
+            found = layout
+        if found is None:
+            raise InvalidArgumentError(
+                "Expected at least one SingleReplicaArrayRestoreArgs leaf for a single-replica "
+                "restore, got none. To fix, restore with the tree handler's restore instead."
+            )
+        if multihost.process_index() not in found.members:
+            raise InvalidArgumentError(
+                f"Expected process {multihost.process_index()} to own a device of the mesh of "
+                f"the single-replica restore, but the mesh spans processes {list(found.members)}."
+                " To fix, call restore only on those processes."
+            )
+        return found
+
+    def _read_primary(self, item: Location, record: TreeRecord, extras: SavedExtras,
+                      plans: list[LeafPlan], leaf_args: list[SingleReplicaArrayRestoreArgs],
+                      layout: ReplicaLayout) -> list[jax.Array]:
+        """Reads the leaves onto the primary replica's devices (readers only)."""
+        reads = []
+        for plan, args in zip(plans, leaf_args, strict=True):
+            sharding = layout.primary_sharding(plan.sharding.spec)
+            given = args.single_replica_sharding
+            if given is not None:
+                if given.device_set != sharding.device_set:
+                    raise InvalidArgumentError(
+                        f"Expected single_replica_sharding at tree path {plan.path} to cover the "
+                        f"devices of primary replica {layout.primary}, got other devices. To fix, "
+                        "drop single_replica_sharding: it is computed from sharding."
+                    )
+                sharding = given
+            reads.append(dataclasses.replace(plan, sharding=sharding))
+        arrays = execute_plans(item, record, reads, extras)
+        for plan, array in zip(plans, arrays, strict=True):
+            if not isinstance(array, jax.Array) or jax.dtypes.issubdtype(array.dtype,
+                                                                          jax.dtypes.prng_key):
+                raise InvalidArgumentError(
+                    f"Expected an array of numbers at tree path {plan.path} of {item} for a "
+                    f"single-replica restore, got {type(array).__name__} of dtype "
+                    f"{getattr(array, 'dtype', None)}. To fix, restore random keys and "
+                    "non-array leaves with ArrayRestoreArgs or RestoreArgs."
+                )
+        return arrays
+
+    def _broadcast(self, read: list[jax.Array], abstract: list[jax.ShapeDtypeStruct],
+                   layout: ReplicaLayout) -> list[tuple[jax.Array, ...]]:
+        """Collective: sums the stacked replicas batch by batch; frees each batch's inputs."""
+        sizes = [math.prod(a.sharding.shard_shape(a.shape)) * a.dtype.itemsize for a in abstract]
+        batches = broadcast_batches(sizes, self.broadcast_memory_limit_bytes)
+        results: list[tuple[jax.Array, ...]] = []
+        for number, batch in enumerate(batches, start=1):
+            stacked = tuple(_stacked(read[i] if read else None, abstract[i], layout) for i in batch)
+            if read:
+                for i in batch:
+                    read[i].delete()
+            merge = _merge_program(layout.mesh, layout.axis_name,
+                                   tuple(abstract[i].sharding.spec for i in batch))
+            merged = merge(stacked)
+            jax.block_until_ready(merged)
+            for array in stacked:
+                array.delete()
+            results.append(merged)
+            logger.debug("single-replica broadcast batch %d/%d: %d leaves, %d bytes per device",
+                         number, len(batches), len(batch), sum(sizes[i] for i in batch))
+        return results
+
+
+def _check_index(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(
+            f"Expected {name} to be an int >= 0, got {value!r}. To fix, pass e.g. {name}=0."
+        )
+
+
+def _replica_layout(plan: LeafPlan, *, axis: int, primary: int) -> ReplicaLayout:
+    sharding = plan.sharding
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        raise InvalidArgumentError(
+            f"Expected a NamedSharding at tree path {plan.path} for a single-replica restore, "
+            f"got {type(sharding).__name__}. To fix, pass SingleReplicaArrayRestoreArgs("
+            "sharding=NamedSharding(mesh, spec)) with the replica axis in the mesh."
+        )
+    mesh = sharding.mesh
+    if axis >= mesh.devices.ndim:
+        raise InvalidArgumentError(
+            f"Expected replica_axis_index < {mesh.devices.ndim} for the mesh {dict(mesh.shape)} "
+            f"at tree path {plan.path}, got {axis}. To fix, pass the index of the mesh axis "
+            "along which the state is replicated."
+        )
+    name = mesh.axis_names[axis]
+    used = {n for part in sharding.spec if part is not None
+            for n in (part if isinstance(part, tuple) else (part,))}
+    if name in used:
+        raise InvalidArgumentError(
+            f"Expected the state at tree path {plan.path} to be replicated along replica axis "
+            f"{name!r}, but its spec {sharding.spec} shards it there. To fix, pass the index "
+            "of an axis the spec does not use as replica_axis_index."
+        )
+    count = mesh.devices.shape[axis]
+    if primary >= count:
+        raise InvalidArgumentError(
+            f"Expected primary_replica_id < {count} (replicas along axis {name!r}) at tree path "
+            f"{plan.path}, got {primary}. To fix, pass a replica in [0, {count})."
+        )
+    primary_devices = np.take(mesh.devices, primary, axis=axis).flat
+    readers = tuple(sorted({d.process_index for d in primary_devices}))
+    members = tuple(sorted({d.process_index for d in mesh.devices.flat}))
+    return ReplicaLayout(mesh=mesh, axis=axis, primary=primary, readers=readers, members=members)
+
+
+def _check_published(shapes: Any, plans: list[LeafPlan], item: Location) -> bool | BaseException:
+    """A receiver's check of the readers' shapes against its own target (True when fine)."""
+    if shapes is None:
+        return True  # the first reader failed; it reports why at the agreement
+    if len(shapes) != len(plans):
+        return CheckpointError(
+            f"Expected {len(plans)} single-replica leaves from the readers of {item}, got "
+            f"{len(shapes)}. To fix, pass the same target and restore_args on every process."
+        )
+    for plan, (shape, _) in zip(plans, shapes, strict=True):
+        if plan.shape is not None and tuple(plan.shape) != tuple(shape):
+            return InvalidArgumentError(
+                f"Expected shape {tuple(plan.shape)} at tree path {plan.path} on process "
+                f"{multihost.process_index()}, but the primary replica restored {tuple(shape)}. "
+                "To fix, pass the same target and restore_args on every process."
+            )
+    return True
+
+
+def _stacked(source: jax.Array | None, abstract: jax.ShapeDtypeStruct,
+             layout: ReplicaLayout) -> jax.Array:
+    """The leaf with a leading replica dimension: data on the primary replica, zeros elsewhere."""
+    spec = jax.sharding.PartitionSpec(layout.axis_name, *abstract.sharding.spec)
+    sharding = jax.sharding.NamedSharding(layout.mesh, spec)
+    shape = (layout.replica_count, *abstract.shape)
+    on_device = {} if source is None else {s.device: s.data for s in source.addressable_shards}
+    buffers = []
+    for device, index in sharding.addressable_devices_indices_map(shape).items():
+        data = on_device.get(device)
+        if data is not None:
+            buffers.append(data.reshape((1, *data.shape)))
+        else:
+            local = tuple(len(range(*s.indices(n))) for s, n in zip(index, shape, strict=True))
+            buffers.append(jnp.zeros(local, abstract.dtype, device=device))
+    return jax.make_array_from_single_device_arrays(shape, sharding, buffers)
+
+
+@functools.lru_cache(maxsize=64)
+def _merge_program(mesh: jax.sharding.Mesh, axis_name: str,
+                   specs: tuple[jax.sharding.PartitionSpec, ...]) -> Any:
+    """The jitted psum over the replica axis for a batch of leaves with `specs`.
+
+    Cached so that batches and restores of the same layout reuse one compiled program.
+    """
+    in_specs = tuple(jax.sharding.PartitionSpec(axis_name, *spec) for spec in specs)
+    body = functools.partial(_sum_over_replicas, axis_name=axis_name)
+    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(in_specs,), out_specs=specs))
+
+
+def _sum_over_replicas(stacked: tuple[jax.Array, ...], *, axis_name: str) -> tuple[jax.Array, ...]:
+    return tuple(_exact_psum(x[0], axis_name) for x in stacked)
+
+
+def _exact_psum(x: jax.Array, axis_name: str) -> jax.Array:
+    """Sums over the replicas, all but one of which hold zeros, keeping the bits (-0.0, NaNs)."""
+    if x.dtype == jnp.bool_:
+        return jax.lax.psum(x.astype(jnp.uint8), axis_name).astype(jnp.bool_)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        return jax.lax.complex(_exact_psum(jnp.real(x), axis_name),
+                               _exact_psum(jnp.imag(x), axis_name))
+    unsigned = _UNSIGNED_OF_BITS.get(jax.dtypes.itemsize_bits(x.dtype))
+    if unsigned is None:  # sub-byte types: an ordinary sum
+        return jax.lax.psum(x, axis_name)
+    bits = jax.lax.psum(jax.lax.bitcast_convert_type(x, unsigned), axis_name)
+    return jax.lax.bitcast_convert_type(bits, x.dtype)
