@@ -201,7 +201,9 @@ def _read_headers(item: Location, names: Sequence[str], *, use_ocdbt: bool,
         store = ts.KvStore.open(spec, context=shared_context()).result()
     except Exception:  # reported with context by the regular path
         return None, {}
-    reads = [store.read(_key(name, header)) for name in names]
+    batch = ts.Batch()  # lets OCDBT coalesce the B-tree lookups of every key
+    reads = [store.read(_key(name, header), batch=batch) for name in names]
+    batch.submit()
     headers: dict[str, dict[str, Any]] = {}
     for name, future in zip(names, reads, strict=True):
         try:
@@ -219,8 +221,10 @@ def _open_small(item: Location, store: ts.KvStore,
                 headers: dict[str, dict[str, Any]]) -> dict[str, StoredArray]:
     """Raw-reads the chunks of small arrays; others are left to TensorStore."""
     found = {name: m for name, m in headers.items() if small_arrays.is_bulk_readable(m)}
-    chunks = {name: store.read(_key(name, small_arrays.chunk_key(tuple(m['shape']))))
+    batch = ts.Batch()
+    chunks = {name: store.read(_key(name, small_arrays.chunk_key(tuple(m['shape']))), batch=batch)
               for name, m in found.items() if math.prod(m["shape"]) > 0}
+    batch.submit()
     opened = {}
     for name, metadata in found.items():
         shape = tuple(metadata["shape"])
@@ -289,11 +293,9 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray],
         dtype = np.dtype(request.dtype if request.dtype is not None else array.dtype)
         requests = []
         if array.store is None:
-            for index in request.regions:
-                region = small[array.param_name][index]
-                buffer = aligned_empty(region.shape, dtype)
-                buffer[...] = region
-                requests.append((buffer, None))
+            # Small: copying into the device costs less than aligning first.
+            decoded = small[array.param_name]
+            requests = [(np.asarray(decoded[index], dtype=dtype), None) for index in request.regions]
             pending.append(requests)
             continue
         view = array.store if dtype == array.dtype else ts.cast(array.store, dtype)

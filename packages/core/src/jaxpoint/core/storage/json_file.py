@@ -79,7 +79,9 @@ def parse_json(data: bytes, *, where: str, expect: type = dict,
             f"{where} is not valid JSON ({error}). It is corrupt or truncated; restore an "
             "earlier checkpoint."
         ) from error
-    if _depth(value, MAX_NESTING) > MAX_NESTING:
+    # Fewer opening brackets than the limit cannot nest past it: skip the walk.
+    openings = data.count(b"[") + data.count(b"{")
+    if openings > MAX_NESTING and _depth(value, MAX_NESTING) > MAX_NESTING:
         raise CorruptCheckpointError(f"{where} nests deeper than {MAX_NESTING} levels; it is corrupt.")
     if not isinstance(value, expect):
         raise CorruptCheckpointError(
