@@ -11,12 +11,14 @@ from typing import Any
 _EXPORTS = {
     "jaxpoint.core.checkpointers": (
         "AsyncCheckpointer", "AsyncOptions", "Checkpointer", "MultiprocessingOptions",
-        "PyTreeCheckpointer", "StandardCheckpointer", "StepMetadata", "restore", "save",
+        "ItemReport", "PyTreeCheckpointer", "StandardCheckpointer", "StepMetadata",
+        "VerificationReport", "restore", "save", "verify",
     ),
     "jaxpoint.core.errors": (
-        "BarrierTimeoutError", "CheckpointError", "CheckpointExistsError",
-        "CheckpointNotFoundError", "CorruptCheckpointError", "StepAlreadyExistsError",
-        "StepNotFoundError", "TreeMismatchError", "UncommittedCheckpointError",
+        "BackgroundSaveError", "BarrierTimeoutError", "CheckpointError", "CheckpointExistsError",
+        "CheckpointNotFoundError", "CorruptCheckpointError", "ProcessFailureError",
+        "StepAlreadyExistsError", "StepNotFoundError", "StorageError", "TreeMismatchError",
+        "UncommittedCheckpointError",
     ),
     "jaxpoint.core.manager": (
         "AnyPreservationPolicy", "AnySavePolicy", "BestN", "CheckpointInfo", "CheckpointManager",
