@@ -1,0 +1,40 @@
+"""Examples in docstrings and in the getting-started guide run as written."""
+
+import doctest
+import importlib
+import pathlib
+import pkgutil
+import re
+
+import jaxpoint.core
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _modules_with_examples() -> list[str]:
+    names = []
+    for info in pkgutil.walk_packages(jaxpoint.core.__path__, prefix="jaxpoint.core."):
+        spec = importlib.util.find_spec(info.name)
+        if spec and spec.origin and ">>>" in pathlib.Path(spec.origin).read_text():
+            names.append(info.name)
+    return names
+
+
+@pytest.mark.parametrize("module_name", _modules_with_examples())
+def test_docstring_examples(module_name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(module_name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def test_getting_started_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "docs" / "getting-started.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) >= 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "getting-started.md", "exec"), namespace)  # noqa: S102
