@@ -22,6 +22,7 @@ from pathlib import Path
 import jaxpoint.core as ocp
 import numpy as np
 import pytest
+import tensorstore as ts
 from jaxpoint.core.checkpointers.verification import VerificationReport, verify
 from jaxpoint.core.errors import (
     CheckpointError,
@@ -156,12 +157,21 @@ def _chunk_file(item: Path) -> Path:
     return max((item / "ocdbt.process_0" / "d").iterdir(), key=lambda p: p.stat().st_size)
 
 
+def _chunk_offset(item: Path, key: str, data: bytes) -> int:
+    """Where the stored bytes of `key` start in a data file (OCDBT's write order varies)."""
+    store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{item}/ocdbt.process_0/"}).result()
+    stored = store.read(key.encode()).result().value
+    offset = data.find(stored)
+    assert offset >= 0, f"{key} is not stored out of line in the largest data file"
+    return offset
+
+
 def test_flipped_chunk_byte_names_item_parameter_and_key(composite, tmp_path):
     copy = tmp_path / "ckpt"
     shutil.copytree(composite[0], copy)
     data_file = _chunk_file(copy / "state")
     data = bytearray(data_file.read_bytes())
-    data[100] ^= 0x01  # inside the first chunk written, `params.big`'s only chunk
+    data[_chunk_offset(copy / "state", "params.big/c/0", data) + 100] ^= 0x01
     data_file.write_bytes(bytes(data))
     key = r"\"params.big/c/0\".*Digest mismatch"
     with pytest.raises(CorruptCheckpointError, match=rf"Item 'state' at .*parameter 'params.big'.*{key}"):

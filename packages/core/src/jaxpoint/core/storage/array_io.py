@@ -211,8 +211,10 @@ def _read_headers(item: Location, names: Sequence[str], *, use_ocdbt: bool,
         except Exception:  # a damaged database: the regular path reports it precisely
             continue
         if result.state == "value":
-            headers[name] = parse_json(
-                bytes(result.value), max_bytes=MAX_HEADER_BYTES,
+            raw = bytes(result.value)
+            known = small_arrays.recognize_header(raw) if use_zarr3 else None
+            headers[name] = known if known is not None else parse_json(
+                raw, max_bytes=MAX_HEADER_BYTES,
                 where=f"The zarr metadata {header!r} of parameter {name!r} of item {item}")
     return store, headers
 
