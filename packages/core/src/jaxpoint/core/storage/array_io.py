@@ -31,9 +31,11 @@ from jaxpoint.core.storage.json_file import parse_json
 from jaxpoint.core.storage.location import Location
 
 Index = tuple[slice, ...]
-# Bytes of shard writes handed to TensorStore and not yet committed (per save), and of
-# reads not yet decoded into their buffers (per restore).
+# Bytes of shard writes handed to TensorStore and not yet committed, per save.
 MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024
+# Bytes of reads not yet decoded into their buffers, per restore: each holds its stored
+# bytes next to its buffer, so this bounds a restore's memory above the state itself.
+MAX_IN_FLIGHT_READ_BYTES = 64 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -305,7 +307,7 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray],
             region = view[index]
             buffer = aligned_empty(tuple(region.shape), dtype)
             # Stored bytes wait in TensorStore until decoded: bound them to keep memory flat.
-            while in_flight and held + buffer.nbytes > MAX_IN_FLIGHT_BYTES:
+            while in_flight and held + buffer.nbytes > MAX_IN_FLIGHT_READ_BYTES:
                 name, size, oldest = in_flight.popleft()
                 _result(oldest, "read", item, name)
                 held -= size
