@@ -14,15 +14,15 @@ TensorStore has no spec field for a GCS endpoint; it reads two environment varia
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from servers.loopback import HOST, TENSORSTORE_RETRIES, free_port, http_request
-from servers.process import ServerProcess, ServerStartError
+from servers.bucket_server import BucketServer
+from servers.loopback import TENSORSTORE_RETRIES, http_request
+from servers.process import ServerStartError
 
 
-class GcsServer:
+class GcsServer(BucketServer):
     """The patched emulator (`servers.gcs_launcher`) on a fixed loopback port.
 
     Objects live on disk under `workdir`, so every acknowledged write survives
@@ -30,24 +30,9 @@ class GcsServer:
     """
 
     def __init__(self, *, workdir: Path, bucket: str = "jaxpoint-test", port: int | None = None):
-        self.bucket = bucket
-        self.port = port if port is not None else free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        self._process = ServerProcess(
-            name="GCS emulator",
-            module="servers.gcs_launcher",
-            args=["--port", str(self.port), "--data-dir", str(workdir / "data")],
-            port=self.port,
-            log_path=workdir / "gcs-emulator.log",
-        )
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def is_running(self) -> bool:
-        return self._process.is_running
+        super().__init__(
+            name="GCS emulator", module="servers.gcs_launcher", port=port, bucket=bucket,
+            args=["--data-dir", str(workdir / "data")], log_path=workdir / "gcs-emulator.log")
 
     def environ(self) -> dict[str, str]:
         """Environment variables TensorStore needs to reach this server (see module doc)."""
@@ -71,19 +56,8 @@ class GcsServer:
     def url(self, path: str = "") -> str:
         return f"gs://{self.bucket}/{path}"
 
-    def start(self) -> None:
-        """Starts the server (a no-op when running) and makes sure the bucket exists."""
-        self._process.start()
-        self.create_bucket(self.bucket)
 
-    def stop(self) -> None:
-        """Stops between two requests; acknowledged writes stay on disk for `start()`."""
-        self._process.stop()
 
-    def restart(self) -> None:
-        """Stops and starts on the same port, keeping every acknowledged write."""
-        self.stop()
-        self.start()
 
     def create_bucket(self, name: str) -> None:
         """Creates bucket `name` if missing, with soft delete off."""
@@ -103,14 +77,3 @@ class GcsServer:
                     f"{reply.status}: {reply.body[:500]!r}"
                 )
 
-    def __enter__(self) -> GcsServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

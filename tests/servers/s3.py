@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from servers.loopback import HOST, TENSORSTORE_RETRIES, free_port, http_request
-from servers.process import ServerProcess, ServerStartError
+from servers.bucket_server import BucketServer
+from servers.loopback import TENSORSTORE_RETRIES, http_request
+from servers.process import ServerStartError
 
 # moto accepts any credentials; TensorStore's "environment" provider only needs them set.
 _CREDENTIALS = {"AWS_ACCESS_KEY_ID": "jaxpoint-test", "AWS_SECRET_ACCESS_KEY": "jaxpoint-test"}
 
 
-class S3Server:
+class S3Server(BucketServer):
     """moto's S3 on a fixed loopback port, with one bucket created at first start.
 
     Every acknowledged write survives `restart()` (see `servers.s3_snapshot`); only
@@ -25,24 +25,9 @@ class S3Server:
     def __init__(self, *, workdir: Path, bucket: str = "jaxpoint-test", port: int | None = None):
         if len(bucket) < 3:
             raise ValueError(f"Expected an S3 bucket name of 3+ characters, got {bucket!r}.")
-        self.bucket = bucket
-        self.port = port if port is not None else free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        self._process = ServerProcess(
-            name="moto S3 server",
-            module="servers.moto_launcher",
-            args=["--port", str(self.port), "--snapshot", str(workdir / "s3-snapshot.pickle")],
-            port=self.port,
-            log_path=workdir / "moto.log",
-        )
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def is_running(self) -> bool:
-        return self._process.is_running
+        super().__init__(
+            name="moto S3 server", module="servers.moto_launcher", port=port, bucket=bucket,
+            args=["--snapshot", str(workdir / "s3-snapshot.pickle")], log_path=workdir / "moto.log")
 
     def environ(self) -> dict[str, str]:
         """Environment variables TensorStore reads (at each request) to sign S3 requests."""
@@ -70,19 +55,8 @@ class S3Server:
     def url(self, path: str = "") -> str:
         return f"s3://{self.bucket}/{path}"
 
-    def start(self) -> None:
-        """Starts the server (a no-op when running) and makes sure the bucket exists."""
-        self._process.start()
-        self.create_bucket(self.bucket)
 
-    def stop(self) -> None:
-        """Stops after the request in flight; acknowledged writes are kept for `start()`."""
-        self._process.stop()
 
-    def restart(self) -> None:
-        """Stops and starts on the same port, keeping every acknowledged write."""
-        self.stop()
-        self.start()
 
     def create_bucket(self, name: str) -> None:
         """Creates bucket `name` if missing (moto does not check signatures)."""
@@ -93,14 +67,3 @@ class S3Server:
                 f"{reply.body[:500]!r}"
             )
 
-    def __enter__(self) -> S3Server:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
