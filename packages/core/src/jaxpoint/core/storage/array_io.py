@@ -31,11 +31,14 @@ from jaxpoint.core.storage.json_file import parse_json
 from jaxpoint.core.storage.location import Location
 
 Index = tuple[slice, ...]
-# Bytes of shard writes handed to TensorStore and not yet committed, per save.
-MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024
+# Bytes of shard writes handed to TensorStore and not yet committed, per save. Writes
+# reference the caller's buffers (no copy), so this only caps what a commit batches.
+MAX_IN_FLIGHT_BYTES = 1024 * 1024 * 1024
 # Bytes of reads not yet decoded into their buffers, per restore: each holds its stored
 # bytes next to its buffer, so this bounds a restore's memory above the state itself.
-MAX_IN_FLIGHT_READ_BYTES = 64 * 1024 * 1024
+MAX_IN_FLIGHT_READ_BYTES = 256 * 1024 * 1024
+# Requests kept in flight whatever their size, so large arrays still overlap their I/O.
+MIN_IN_FLIGHT = 4
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -141,7 +144,7 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
         store = _result(future, "create", item, write.param_name, nbytes=nbytes)
         for index, data in write.shards:
             # Encoded chunks live until committed: bound them to keep memory flat.
-            while in_flight and held + data.nbytes > MAX_IN_FLIGHT_BYTES:
+            while len(in_flight) >= MIN_IN_FLIGHT and held + data.nbytes > MAX_IN_FLIGHT_BYTES:
                 name, size, oldest = in_flight.popleft()
                 _result(oldest, "write", item, name, nbytes=nbytes)
                 held -= size
@@ -307,7 +310,8 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray],
             region = view[index]
             buffer = aligned_empty(tuple(region.shape), dtype)
             # Stored bytes wait in TensorStore until decoded: bound them to keep memory flat.
-            while in_flight and held + buffer.nbytes > MAX_IN_FLIGHT_READ_BYTES:
+            while (len(in_flight) >= MIN_IN_FLIGHT
+                   and held + buffer.nbytes > MAX_IN_FLIGHT_READ_BYTES):
                 name, size, oldest = in_flight.popleft()
                 _result(oldest, "read", item, name)
                 held -= size
