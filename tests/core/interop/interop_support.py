@@ -328,3 +328,15 @@ def _lists_where_indexed(root: dict[Any, Any], tree_metadata: Mapping[str, Any])
         return children
 
     return convert(root, ())
+
+
+def assert_shardings_match(restored: Any, wanted: Any, where: str) -> None:
+    """Every restored jax.Array leaf has the sharding of the same leaf in `wanted`."""
+    wanted_leaves = flatten(wanted)
+    for key, leaf in flatten(restored).items():
+        if isinstance(leaf, jax.Array):
+            target = wanted_leaves[key].sharding
+            assert sharding_matches(leaf.sharding, target), (
+                f"{where}: {key} came back with {leaf.sharding}, expected {target}"
+            )
+

@@ -20,6 +20,7 @@ import pytest
 from core.interop.interop_support import (
     P,
     abstract_of,
+    assert_shardings_match,
     assert_trees_bit_equal,
     digest,
     flatten,
@@ -31,17 +32,6 @@ from core.interop.interop_support import (
     sharding_matches,
 )
 from jax.sharding import NamedSharding, SingleDeviceSharding
-
-
-def _assert_shardings(restored: Any, wanted: Any, where: str) -> None:
-    wanted_leaves = flatten(wanted)
-    for key, leaf in flatten(restored).items():
-        if isinstance(leaf, jax.Array):
-            target = wanted_leaves[key].sharding
-            assert sharding_matches(leaf.sharding, target), (
-                f"{where}: {key} came back with {leaf.sharding}, expected {target}"
-            )
-
 
 # ---------------------------------------------------------------- orbax writers
 
@@ -105,7 +95,7 @@ def test_restore_without_target(writer: str, tmp_path: Path) -> None:
     with ocp.PyTreeCheckpointer() as checkpointer:
         restored = checkpointer.restore(tmp_path / "ckpt")
     assert_trees_bit_equal(restored, tree, where=writer)
-    _assert_shardings(restored, tree, writer)
+    assert_shardings_match(restored, tree, writer)
 
 
 @pytest.mark.parametrize("writer", sorted(WRITERS))
@@ -125,7 +115,7 @@ def test_restore_onto_other_sharding(writer: str, tmp_path: Path) -> None:
     with ocp.StandardCheckpointer() as checkpointer:
         restored = checkpointer.restore(tmp_path / "ckpt", target)
     assert_trees_bit_equal(restored, tree, where=writer)
-    _assert_shardings(restored, target, writer)
+    assert_shardings_match(restored, target, writer)
 
 
 @pytest.mark.parametrize("writer", sorted(WRITERS))
@@ -180,7 +170,7 @@ def test_restore_composite_of_standard_and_json(tmp_path: Path) -> None:
             ),
         )
     assert_trees_bit_equal(restored["state"], state, where="composite")
-    _assert_shardings(restored["state"], state, "composite")
+    assert_shardings_match(restored["state"], state, "composite")
     assert restored["config"] == config
 
 
@@ -318,7 +308,7 @@ def test_manager_directory_lists_and_restores(tmp_path: Path) -> None:
                 ),
             )
             assert_trees_bit_equal(restored["state"], expected, where=f"step {step}")
-            _assert_shardings(restored["state"], expected, f"step {step}")
+            assert_shardings_match(restored["state"], expected, f"step {step}")
             assert restored["config"] == {"step": step}
             assert manager.metrics(step) == {"loss": LOSSES[step]}
             assert dict(manager.metadata(step).custom_metadata) == {"tag": f"s{step}"}

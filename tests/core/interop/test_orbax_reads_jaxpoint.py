@@ -17,6 +17,7 @@ import pytest
 from core.interop.interop_support import (
     P,
     abstract_of,
+    assert_shardings_match,
     assert_trees_bit_equal,
     digest,
     flatten,
@@ -37,16 +38,6 @@ def _orbax_restore_args(leaf: Any) -> Any:
     if isinstance(leaf, np.ndarray):
         return orbax_ocp.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
     return orbax_ocp.RestoreArgs(restore_type=type(leaf))
-
-
-def _assert_shardings(restored: Any, wanted: Any, where: str) -> None:
-    wanted_leaves = flatten(wanted)
-    for key, leaf in flatten(restored).items():
-        if isinstance(leaf, jax.Array):
-            target = wanted_leaves[key].sharding
-            assert sharding_matches(leaf.sharding, target), (
-                f"{where}: {key} came back with {leaf.sharding}, expected {target}"
-            )
 
 
 # ---------------------------------------------------------------- Standard and PyTree
@@ -84,7 +75,7 @@ def test_orbax_restores_standard_save_without_target(writer: str, tmp_path: Path
         restored = checkpointer.restore(tmp_path / "ckpt")
     assert_trees_bit_equal(restored, tree, where=writer)
     # Without a target orbax rebuilds each sharding from the `_sharding` file.
-    _assert_shardings(restored, tree, writer)
+    assert_shardings_match(restored, tree, writer)
 
 
 @pytest.mark.parametrize("writer", sorted(STANDARD_WRITERS))
@@ -95,7 +86,7 @@ def test_orbax_restores_standard_save_with_abstract_target(writer: str, tmp_path
     with orbax_ocp.StandardCheckpointer() as checkpointer:
         restored = checkpointer.restore(tmp_path / "ckpt", target)
     assert_trees_bit_equal(restored, tree, where=writer)
-    _assert_shardings(restored, target, writer)
+    assert_shardings_match(restored, target, writer)
 
 
 def test_orbax_restores_standard_save_onto_other_sharding(tmp_path: Path) -> None:
@@ -113,7 +104,7 @@ def test_orbax_restores_standard_save_onto_other_sharding(tmp_path: Path) -> Non
     with orbax_ocp.StandardCheckpointer() as checkpointer:
         restored = checkpointer.restore(tmp_path / "ckpt", target)
     assert_trees_bit_equal(restored, tree, where="resharded")
-    _assert_shardings(restored, target, "resharded")
+    assert_shardings_match(restored, target, "resharded")
 
 
 def _save_pytree(path: Path, tree: Any) -> None:
@@ -127,7 +118,7 @@ def test_orbax_restores_pytree_save_without_target(tmp_path: Path) -> None:
     with orbax_ocp.PyTreeCheckpointer() as checkpointer:
         restored = checkpointer.restore(tmp_path / "ckpt")
     assert_trees_bit_equal(restored, tree, where="PyTreeSave")
-    _assert_shardings(restored, tree, "PyTreeSave")
+    assert_shardings_match(restored, tree, "PyTreeSave")
 
 
 def test_orbax_restores_pytree_save_with_restore_args(tmp_path: Path) -> None:
@@ -140,7 +131,7 @@ def test_orbax_restores_pytree_save_with_restore_args(tmp_path: Path) -> None:
     with orbax_ocp.PyTreeCheckpointer() as checkpointer:
         restored = checkpointer.restore(tmp_path / "ckpt", args=args)
     assert_trees_bit_equal(restored, tree, where="PyTreeRestore")
-    _assert_shardings(restored, target, "PyTreeRestore")
+    assert_shardings_match(restored, target, "PyTreeRestore")
 
 
 def test_orbax_reads_metadata_of_standard_save(tmp_path: Path) -> None:
@@ -222,7 +213,7 @@ def test_orbax_restores_composite_of_standard_and_json(tmp_path: Path) -> None:
             ),
         )
     assert_trees_bit_equal(restored["state"], state, where="composite state")
-    _assert_shardings(restored["state"], state, "composite state")
+    assert_shardings_match(restored["state"], state, "composite state")
     assert restored["config"] == config
     assert type(restored["config"]["layers"][0]) is int
 
@@ -387,7 +378,7 @@ def test_orbax_manager_reads_manager_directory(tmp_path: Path) -> None:
                 ),
             )
             assert_trees_bit_equal(restored["state"], expected, where=f"step {step}")
-            _assert_shardings(restored["state"], expected, f"step {step}")
+            assert_shardings_match(restored["state"], expected, f"step {step}")
             assert restored["config"] == {"step": step, "lr": 0.1}
             assert manager.metrics(step) == {"loss": LOSSES[step]}
             assert dict(manager.metadata(step).custom_metadata) == {"note": f"step {step}"}
