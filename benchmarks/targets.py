@@ -144,5 +144,6 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
         *_memory(r), *_async(r), *_imports(r),
         *_speedup_rows(r, "two-process/", 1.5, "7. two processes"),
         _row("8. GPU: async save blocks <= 1.2x a device-to-host copy; restore >= 0.8x "
-             "read + host-to-device", None, "", "not measured: the suite has no GPU case yet"),
+             "read + host-to-device", None, "",
+             "measured apart, on a GPU machine: `python -m benchmarks.gpu` (see the GPU section)"),
     ]

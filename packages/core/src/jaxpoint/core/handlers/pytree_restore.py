@@ -29,6 +29,10 @@ from jaxpoint.core.handlers.sharding_metadata import sharding_from_description
 from jaxpoint.core.storage import ArrayRead, Location, open_arrays, read_arrays
 from jaxpoint.core.tree import TreePath, build_tree, flatten_with_paths
 
+# Bytes read ahead when leaves go to an accelerator: each host buffer is released once
+# copied to its device, so reading further ahead costs host memory only while in flight.
+DEVICE_READ_AHEAD_BYTES = 1024 * 1024 * 1024
+
 # A region as ((start, stop), ...) per dimension: hashable, unlike slices on Python 3.11.
 Region = tuple[tuple[int, int], ...]
 
@@ -220,11 +224,23 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
                                regions=[_clipped_read(r, stored_shape) for r in unique]))
         layouts.append((shape, dtype, unique, placements, key_impl, sharding))
     _check_host_memory(item, reads)
-    buffers = read_arrays(item, stores, reads)
+
+    def to_accelerator(index: int, data: list[np.ndarray]) -> Any:
+        # Copied to the device while later leaves are still being read; the host buffers go.
+        plan, layout = array_plans[index], layouts[index]
+        if plan.kind == "jax" and _on_accelerator(plan.sharding):
+            return _Placed(_assemble(plan, layout, data))
+        return data
+
+    to_devices = any(p.kind == "jax" and _on_accelerator(p.sharding) for p in array_plans)
+    buffers = read_arrays(item, stores, reads, consume=to_accelerator,
+                          read_ahead_bytes=DEVICE_READ_AHEAD_BYTES if to_devices else None)
     values: dict[int, Any] = {}
     whole: list[tuple[LeafPlan, np.ndarray]] = []
     for plan, layout, data in zip(array_plans, layouts, buffers, strict=True):
-        if _is_whole(plan, layout):
+        if isinstance(data, _Placed):
+            values[id(plan)] = data.array
+        elif _is_whole(plan, layout):
             whole.append((plan, _fit(data[0], layout[2][0], layout[1])))
         else:
             values[id(plan)] = _assemble(plan, layout, data)
@@ -241,6 +257,17 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
         else:
             result.append(values[id(plan)])
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Placed:
+    """A leaf already on its devices."""
+
+    array: Any
+
+
+def _on_accelerator(sharding: jax.sharding.Sharding | None) -> bool:
+    return sharding is not None and any(d.platform != "cpu" for d in sharding.device_set)
 
 
 def _saved_string(item: Location, plan: LeafPlan, extras: SavedExtras) -> str:
@@ -303,8 +330,8 @@ def _assemble(plan: LeafPlan, layout: tuple, data: list[np.ndarray]) -> Any:
     shards, adopted = [], set()
     for device, region in placements:
         buffer = fitted[region]
-        if region in adopted:
-            # device_put adopts aligned host buffers; replicas must not share one.
+        if region in adopted and device.platform == "cpu":
+            # device_put on CPU adopts aligned host buffers; replicas must not share one.
             buffer = np.copy(buffer)
         adopted.add(region)
         shards.append(jax.device_put(buffer, device))

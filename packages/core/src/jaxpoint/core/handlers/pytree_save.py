@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 from jaxpoint.core.errors import UnsupportedLeafError
+from jaxpoint.core.handlers.host_copies import HostShard, is_pinned, start_host_copies
 from jaxpoint.core.handlers.leaf_args import SaveArgs, as_dtype
 from jaxpoint.core.handlers.pytree_metadata import (
     JAX_ARRAY,
@@ -69,18 +70,23 @@ def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool) -> St
     per_leaf_args: list[Any] = [None] * len(entries)
     if save_args is not None:
         per_leaf_args = treedef.flatten_up_to(save_args)
+    arrays = [(i, leaf) for i, (_, leaf) in enumerate(entries) if isinstance(leaf, jax.Array)]
+    # Every device-to-host copy starts before the first one is waited on, so the copies of
+    # all leaves overlap: staging a device state costs one transfer time, not a sum of them.
+    # A leaf saved as another dtype is cast on the host, from pageable memory.
+    copies = start_host_copies([(leaf, getattr(per_leaf_args[i], "dtype", None) is None)
+                                for i, leaf in arrays])
+    host_shards: list[list[HostShard]] = [[] for _ in entries]
+    for (i, _), shards in zip(arrays, copies, strict=True):
+        host_shards[i] = shards
     staged = StagedTree()
-    for (path, leaf), args in zip(entries, per_leaf_args, strict=True):
-        _stage_leaf(staged, path, leaf, args, is_primary=is_primary, copy=copy)
+    for (path, leaf), args, shards in zip(entries, per_leaf_args, host_shards, strict=True):
+        _stage_leaf(staged, path, leaf, args, shards, is_primary=is_primary, copy=copy)
     return staged
 
 
-def _on_accelerator(array: jax.Array) -> bool:
-    return next(iter(array.sharding.device_set)).platform != "cpu"
-
-
-def _stage_leaf(staged: StagedTree, path: TreePath, leaf: Any, args: SaveArgs | None, *,
-                is_primary: bool, copy: bool) -> None:
+def _stage_leaf(staged: StagedTree, path: TreePath, leaf: Any, args: SaveArgs | None,
+                host_shards: list[HostShard], *, is_primary: bool, copy: bool) -> None:
     name = path.param_name
     dtype = as_dtype(args.dtype, where=f"SaveArgs for {path}") if args is not None else None
     if isinstance(leaf, jax.Array):
@@ -90,14 +96,12 @@ def _stage_leaf(staged: StagedTree, path: TreePath, leaf: Any, args: SaveArgs | 
             leaf = jax.random.key_data(leaf)
         write_shape = tuple(leaf.sharding.shard_shape(leaf.shape))
         target_dtype = dtype or np.dtype(leaf.dtype)
-        owned = [shard for shard in leaf.addressable_shards if shard.replica_id == 0]
-        if _on_accelerator(leaf):
-            for shard in owned:
-                shard.data.copy_to_host_async()  # overlap device-to-host copies of all shards
         # No copy needed for async saves: a jax.Array is immutable, and the host view holds
         # an external reference that keeps its buffer alive through delete() and blocks
-        # donation from reusing it; on accelerators np.asarray is already a private copy.
-        shards = [(shard.index, _host_view(shard.data, dtype, copy=False)) for shard in owned]
+        # donation from reusing it; on accelerators the data is already a private host copy
+        # (the one `start_host_copies` began), pinned ones converted by the background write.
+        shards = [(index, data if is_pinned(data) else _host_view(data, dtype, copy=False))
+                  for index, data in host_shards]
         chunk = _chunk(write_shape, target_dtype, args)
         staged.records.append(LeafRecord(path=path, value_type=JAX_ARRAY, write_shape=write_shape))
         staged.shardings[name] = leaf.sharding

@@ -61,15 +61,36 @@ def array_kvstore_spec(item: Location, param_name: str, *, use_ocdbt: bool,
     return spec
 
 
+# Default chunk size for large shards. A chunk is encoded and decoded by one thread, so
+# whole-shard chunks leave cores idle on restore; measured on a 16-core host (H200 run in
+# docs/performance.md), 8 MiB chunks restored 4 GiB from the page cache 1.6x faster.
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+
+
 def chunk_shape_for(write_shape: tuple[int, ...], itemsize: int,
                     chunk_byte_size: int | None) -> tuple[int, ...]:
-    """Splits the per-shard shape along its largest dimensions until a chunk fits."""
+    """The chunk shape of a shard: `chunk_byte_size` splits the largest dimensions until a
+    chunk fits; by default a shard is split along its leading axes only, into chunks of
+    at most DEFAULT_CHUNK_BYTES that are contiguous in memory."""
     chunk = [max(1, d) for d in write_shape]
     if chunk_byte_size is None:
-        return tuple(chunk)
+        return contiguous_chunk_shape(tuple(chunk), itemsize, DEFAULT_CHUNK_BYTES)
     while math.prod(chunk) * itemsize > chunk_byte_size and max(chunk) > 1:
         axis = int(np.argmax(chunk))
         chunk[axis] = (chunk[axis] + 1) // 2
+    return tuple(chunk)
+
+
+def contiguous_chunk_shape(shape: tuple[int, ...], itemsize: int, limit: int) -> tuple[int, ...]:
+    """Splits leading axes, outermost first, until a chunk holds at most `limit` bytes."""
+    chunk = list(shape)
+    for axis in range(len(chunk)):
+        inner = math.prod(chunk[axis + 1:]) * itemsize
+        if inner * chunk[axis] <= limit:
+            break
+        chunk[axis] = max(1, limit // inner) if inner else chunk[axis]
+        if inner <= limit:
+            break
     return tuple(chunk)
 
 

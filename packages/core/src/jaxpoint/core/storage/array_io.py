@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,8 +37,9 @@ MAX_IN_FLIGHT_BYTES = 1024 * 1024 * 1024
 # Bytes of reads not yet decoded into their buffers, per restore: each holds its stored
 # bytes next to its buffer, so this bounds a restore's memory above the state itself.
 MAX_IN_FLIGHT_READ_BYTES = 256 * 1024 * 1024
-# Requests kept in flight whatever their size, so large arrays still overlap their I/O.
-MIN_IN_FLIGHT = 4
+# Requests kept in flight whatever their size, so large arrays still overlap their I/O and
+# every core has a chunk to decode (TensorStore decodes one chunk on one thread).
+MIN_IN_FLIGHT = max(4, os.cpu_count() or 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,7 +50,8 @@ class ArrayWrite:
     shape: tuple[int, ...]
     dtype: np.dtype
     chunk_shape: tuple[int, ...]
-    shards: Sequence[tuple[Index, np.ndarray]]
+    # Host arrays, or arrays whose `np.asarray` waits for a device-to-host copy in flight.
+    shards: Sequence[tuple[Index, Any]]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -149,7 +151,7 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
                 _result(oldest, "write", item, name, nbytes=nbytes)
                 held -= size
             in_flight.append((write.param_name, data.nbytes, store[index].write(
-                data, can_reference_source_data_indefinitely=True)))
+                np.asarray(data), can_reference_source_data_indefinitely=True)))
             held += data.nbytes
     for name, _, future in in_flight:
         _result(future, "write", item, name, nbytes=nbytes)
@@ -285,25 +287,49 @@ def _decode_small(item: Location, arrays: Sequence[StoredArray]) -> dict[str, np
     return decoded
 
 
-def read_arrays(item: Location, arrays: Sequence[StoredArray],
-                reads: Sequence[ArrayRead]) -> list[list[np.ndarray]]:
+def read_arrays(item: Location, arrays: Sequence[StoredArray], reads: Sequence[ArrayRead], *,
+                consume: Callable[[int, list[np.ndarray]], Any] | None = None,
+                read_ahead_bytes: int | None = None) -> list[Any]:
     """Reads every region of every request concurrently into new aligned host buffers.
 
     Reading straight into 64-byte aligned buffers lets `jax.device_put` on CPU adopt
-    them, so a restore holds each byte once instead of twice.
+    them, so a restore holds each byte once instead of twice. With `consume`, each
+    request's buffers go to `consume(index, buffers)` in request order as soon as they are
+    read, while later reads go on, and its result takes their place: a caller that copies
+    them to an accelerator overlaps that copy with the reads and lets the buffers go.
+    `read_ahead_bytes` (default MAX_IN_FLIGHT_READ_BYTES) bounds the reads in flight.
     """
+    read_ahead = MAX_IN_FLIGHT_READ_BYTES if read_ahead_bytes is None else read_ahead_bytes
     small = _decode_small(item, [a for a in arrays if a.store is None])
-    pending = []
-    in_flight: collections.deque[tuple[str, int, Any]] = collections.deque()
-    held = 0
+    pending: list[list[tuple[np.ndarray, Any]]] = []
+    remaining: list[int] = []  # reads of each request not yet waited on
+    in_flight: collections.deque[tuple[int, int, Any]] = collections.deque()
+    results: list[Any] = []
+    held = issued = 0  # issued: requests whose reads have all been started
+
+    def wait_oldest() -> None:
+        nonlocal held
+        index, size, future = in_flight.popleft()
+        _result(future, "read", item, reads[index].param_name)
+        held -= size
+        remaining[index] -= 1
+        # Hand over, in order, every request whose reads have all finished.
+        while len(results) < issued and remaining[len(results)] == 0:
+            done = len(results)
+            buffers = [buffer for buffer, _ in pending[done]]
+            pending[done] = []
+            results.append(consume(done, buffers) if consume is not None else buffers)
+
     for array, request in zip(arrays, reads, strict=True):
         dtype = np.dtype(request.dtype if request.dtype is not None else array.dtype)
-        requests = []
+        requests: list[tuple[np.ndarray, Any]] = []
+        pending.append(requests)
+        remaining.append(0)
         if array.store is None:
             # Small: copying into the device costs less than aligning first.
             decoded = small[array.param_name]
-            requests = [(np.asarray(decoded[index], dtype=dtype), None) for index in request.regions]
-            pending.append(requests)
+            requests.extend((np.asarray(decoded[index], dtype=dtype), None) for index in request.regions)
+            issued += 1
             continue
         view = array.store if dtype == array.dtype else ts.cast(array.store, dtype)
         for index in request.regions:
@@ -311,21 +337,19 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray],
             buffer = aligned_empty(tuple(region.shape), dtype)
             # Stored bytes wait in TensorStore until decoded: bound them to keep memory flat.
             while (len(in_flight) >= MIN_IN_FLIGHT
-                   and held + buffer.nbytes > MAX_IN_FLIGHT_READ_BYTES):
-                name, size, oldest = in_flight.popleft()
-                _result(oldest, "read", item, name)
-                held -= size
+                   and held + buffer.nbytes > read_ahead):
+                wait_oldest()
             future = ts.array(buffer, copy=False, write=True).write(region)
-            in_flight.append((request.param_name, buffer.nbytes, future))
+            in_flight.append((len(pending) - 1, buffer.nbytes, future))
             held += buffer.nbytes
+            remaining[-1] += 1
             requests.append((buffer, future))
-        pending.append(requests)
-    results = []
-    for requests, request in zip(pending, reads, strict=True):
-        for _, future in requests:
-            if future is not None:
-                _result(future, "read", item, request.param_name)
-        results.append([buffer for buffer, _ in requests])
+        issued += 1
+    while in_flight:
+        wait_oldest()
+    for done in range(len(results), len(pending)):  # requests that needed no read
+        buffers = [buffer for buffer, _ in pending[done]]
+        results.append(consume(done, buffers) if consume is not None else buffers)
     return results
 
 
