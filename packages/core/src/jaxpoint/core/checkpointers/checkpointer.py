@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jaxpoint.core.checkpointers.gc_pause import gc_paused
 from jaxpoint.core.checkpointers.options import MultiprocessingOptions
 from jaxpoint.core.checkpointers.save_pipeline import (
     SaveJob,
@@ -76,8 +77,9 @@ class Checkpointer:
         typestrs = recorded(args) if recorded is not None else self._handler.typestr
         metadata = StepMetadata(item_handlers=typestrs, custom_metadata=dict(custom_metadata or {}),
                                 metrics=dict(metrics or {}))
-        return begin_save(self._handler, Location.parse(directory), args, force=force,
-                          options=self._options, is_async=is_async, step_metadata=metadata)
+        with gc_paused():  # staging builds objects per leaf (see gc_pause)
+            return begin_save(self._handler, Location.parse(directory), args, force=force,
+                              options=self._options, is_async=is_async, step_metadata=metadata)
 
     def save(self, directory: PathLike, args: Any = None, *, force: bool = False,
              custom_metadata: dict[str, Any] | None = None,
@@ -86,16 +88,18 @@ class Checkpointer:
 
         `metrics` are recorded in `_CHECKPOINT_METADATA` (the manager passes them).
         """
-        finish_save(self._begin(directory, args, force=force, is_async=False,
-                                custom_metadata=custom_metadata, metrics=metrics))
+        with gc_paused():
+            finish_save(self._begin(directory, args, force=force, is_async=False,
+                                    custom_metadata=custom_metadata, metrics=metrics))
 
     def restore(self, directory: PathLike, args: Any = None) -> Any:
         """Restores the item at `directory`; without args, as it was saved."""
         location = Location.parse(directory)
-        ensure_committed(location)
-        check_checksums(location)
-        return self._handler.restore(location, self._coerce(args, self._raw_restore_args,
-                                                            what="restore"))
+        with gc_paused():
+            ensure_committed(location)
+            check_checksums(location)
+            return self._handler.restore(location, self._coerce(args, self._raw_restore_args,
+                                                                what="restore"))
 
     def metadata(self, directory: PathLike) -> StepMetadata:
         """Step metadata plus `item_metadata` (shapes, dtypes, shardings) from the files."""

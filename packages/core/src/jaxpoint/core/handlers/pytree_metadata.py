@@ -69,32 +69,39 @@ def _corrupt(where: Location, detail: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"Invalid tree metadata in {where / METADATA_FILE}: {detail}.")
 
 
+_KEY_TYPES = {int(t): t for t in KeyType}
+
+
 def _leaf_from_json(item: Location, key: str, entry: Any) -> LeafRecord:
-    if not isinstance(entry, dict) or not isinstance(entry.get("key_metadata"), list):
+    # Runs once per leaf of trees with 100k leaves: plain type checks, no helper calls.
+    parts = entry.get("key_metadata") if type(entry) is dict else None
+    if type(parts) is not list:
         raise _corrupt(item, f"entry {key!r} lacks a key_metadata list")
     keys, types = [], []
-    for part in entry["key_metadata"]:
-        if not isinstance(part, dict) or not isinstance(part.get("key"), str | int):
+    for part in parts:
+        name = part.get("key") if type(part) is dict else None
+        if type(name) not in (str, int):
             raise _corrupt(item, f"entry {key!r} has a malformed key")
-        try:
-            types.append(KeyType(part.get("key_type", KeyType.DICT)))
-        except (ValueError, TypeError) as error:
-            raise _corrupt(item, f"entry {key!r} has unknown key_type {part.get('key_type')!r}") from error
-        keys.append(str(part["key"]))
+        key_type = _KEY_TYPES.get(part.get("key_type", 2)) if type(part.get("key_type", 2)) is int else None
+        if key_type is None:
+            raise _corrupt(item, f"entry {key!r} has unknown key_type {part.get('key_type')!r}")
+        keys.append(name if type(name) is str else str(name))
+        types.append(key_type)
+    path = TreePath(tuple(keys), tuple(types))
     try:
-        validate_path(TreePath(tuple(keys), tuple(types)))
+        validate_path(path)
     except InvalidNameError as error:
         raise _corrupt(item, f"entry {key!r}: {error}") from error
     value = entry.get("value_metadata")
-    if not isinstance(value, dict) or not isinstance(value.get("value_type"), str):
+    value_type = value.get("value_type") if type(value) is dict else None
+    if type(value_type) is not str:
         raise _corrupt(item, f"entry {key!r} lacks value_metadata.value_type")
     shape = value.get("write_shape")
     if shape is not None:
-        if not isinstance(shape, list) or not all(isinstance(d, int) and 0 <= d < 2**62 for d in shape):
+        if type(shape) is not list or not all(type(d) is int and 0 <= d < 2**62 for d in shape):
             raise _corrupt(item, f"entry {key!r} has an invalid write_shape {shape!r}")
         shape = tuple(shape)
-    return LeafRecord(path=TreePath(tuple(keys), tuple(types)), value_type=value["value_type"],
-                      write_shape=shape)
+    return LeafRecord(path=path, value_type=value_type, write_shape=shape)
 
 
 def read_tree_record(item: Location) -> TreeRecord:

@@ -225,15 +225,20 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
         layouts.append((shape, dtype, unique, placements, key_impl, sharding))
     _check_host_memory(item, reads)
 
+    on_accelerator: dict[Any, bool] = {}  # per distinct sharding: trees share a few
+    for plan in array_plans:
+        if plan.kind == "jax" and plan.sharding not in on_accelerator:
+            on_accelerator[plan.sharding] = _on_accelerator(plan.sharding)
+
     def to_accelerator(index: int, data: list[np.ndarray]) -> Any:
         # Copied to the device while later leaves are still being read; the host buffers go.
         plan, layout = array_plans[index], layouts[index]
-        if plan.kind == "jax" and _on_accelerator(plan.sharding):
+        if plan.kind == "jax" and on_accelerator[plan.sharding]:
             return _Placed(_assemble(plan, layout, data))
         return data
 
-    to_devices = any(p.kind == "jax" and _on_accelerator(p.sharding) for p in array_plans)
-    buffers = read_arrays(item, stores, reads, consume=to_accelerator,
+    to_devices = any(on_accelerator.values())
+    buffers = read_arrays(item, stores, reads, consume=to_accelerator if to_devices else None,
                           read_ahead_bytes=DEVICE_READ_AHEAD_BYTES if to_devices else None)
     values: dict[int, Any] = {}
     whole: list[tuple[LeafPlan, np.ndarray]] = []

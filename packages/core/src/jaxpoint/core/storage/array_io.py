@@ -100,9 +100,10 @@ def _write_small(item: Location, database: dict[str, Any], writes: Sequence[Arra
     arrays = {w.param_name: np.asarray(w.shards[0][1], dtype=w.dtype) for w in writes}
     encoded: dict[str, bytes] = {}
     nonempty = [(name, a) for name, a in arrays.items() if a.size > 0]
-    for (dtype, _), group in small_arrays.group_by_layout(nonempty).items():
-        chunks = small_arrays.encode_chunks(np.dtype(dtype), [a for _, a in group])
-        encoded.update(zip((name for name, _ in group), chunks, strict=True))
+    layouts = small_arrays.group_by_layout([(name, a.dtype, a.size) for name, a in nonempty])
+    for (dtype, _), names in layouts.items():
+        chunks = small_arrays.encode_chunks(dtype, [arrays[name] for name in names])
+        encoded.update(zip(names, chunks, strict=True))
     store = _result(ts.KvStore.open(database, context=context), "create", item,
                     writes[0].param_name, nbytes=nbytes)
     transaction, pending, held = ts.Transaction(), [], 0
@@ -166,8 +167,8 @@ def open_arrays(item: Location, names: Sequence[str], *, use_ocdbt: bool,
     (orbax's `store_array_data_equal_to_fill_value`), so a missing chunk is an error.
     """
     context = shared_context()
-    kvstore, headers = _read_headers(item, names, use_ocdbt=use_ocdbt, use_zarr3=use_zarr3)
-    small = _open_small(item, kvstore, headers) if use_ocdbt and use_zarr3 and kvstore else {}
+    kvstore, headers, bulk = _read_headers(item, names, use_ocdbt=use_ocdbt, use_zarr3=use_zarr3)
+    small = _open_small(item, kvstore, {n: headers[n] for n in bulk}) if use_ocdbt and kvstore else {}
     opening = {name: ts.open(open_spec(item, name, use_ocdbt=use_ocdbt, use_zarr3=use_zarr3,
                                        has_every_chunk=has_every_chunk),
                              open=True, read=True, context=context)
@@ -199,19 +200,21 @@ def read_array_headers(item: Location, names: Sequence[str], *, use_ocdbt: bool,
 
 
 def _read_headers(item: Location, names: Sequence[str], *, use_ocdbt: bool,
-                  use_zarr3: bool) -> tuple[ts.KvStore | None, dict[str, dict[str, Any]]]:
+                  use_zarr3: bool) -> tuple[ts.KvStore | None, dict[str, dict[str, Any]], set[str]]:
+    """The store, each array's header, and the names of arrays `_open_small` can read raw."""
     if not names:
-        return None, {}
+        return None, {}, set()
     spec = item_database_spec(item) if use_ocdbt else item.kvstore_spec()
     header = "zarr.json" if use_zarr3 else ".zarray"
     try:
         store = ts.KvStore.open(spec, context=shared_context()).result()
     except Exception:  # reported with context by the regular path
-        return None, {}
+        return None, {}, set()
     batch = ts.Batch()  # lets OCDBT coalesce the B-tree lookups of every key
     reads = [store.read(_key(name, header), batch=batch) for name in names]
     batch.submit()
     headers: dict[str, dict[str, Any]] = {}
+    bulk: set[str] = set()
     for name, future in zip(names, reads, strict=True):
         try:
             result = future.result()
@@ -220,16 +223,22 @@ def _read_headers(item: Location, names: Sequence[str], *, use_ocdbt: bool,
         if result.state == "value":
             raw = bytes(result.value)
             known = small_arrays.recognize_header(raw) if use_zarr3 else None
-            headers[name] = known if known is not None else parse_json(
+            if known is not None:
+                headers[name] = known[0]
+                if known[1]:
+                    bulk.add(name)
+                continue
+            headers[name] = parse_json(
                 raw, max_bytes=MAX_HEADER_BYTES,
                 where=f"The zarr metadata {header!r} of parameter {name!r} of item {item}")
-    return store, headers
+            if use_zarr3 and small_arrays.is_bulk_readable(headers[name]):
+                bulk.add(name)
+    return store, headers, bulk
 
 
 def _open_small(item: Location, store: ts.KvStore,
-                headers: dict[str, dict[str, Any]]) -> dict[str, StoredArray]:
-    """Raw-reads the chunks of small arrays; others are left to TensorStore."""
-    found = {name: m for name, m in headers.items() if small_arrays.is_bulk_readable(m)}
+                found: dict[str, dict[str, Any]]) -> dict[str, StoredArray]:
+    """Raw-reads the chunks of the small arrays whose headers are `found`."""
     batch = ts.Batch()
     chunks = {name: store.read(_key(name, small_arrays.chunk_key(tuple(m['shape']))), batch=batch)
               for name, m in found.items() if math.prod(m["shape"]) > 0}
@@ -267,17 +276,15 @@ def _decode_small(item: Location, arrays: Sequence[StoredArray]) -> dict[str, np
     """Verifies and decodes small arrays, one TensorStore read per dtype and size."""
     decoded = {a.param_name: np.zeros(a.shape, a.dtype) for a in arrays if a.chunk is None}
     present = [(a, a.chunk) for a in arrays if a.chunk is not None]
-    groups = small_arrays.group_by_layout([(a, np.empty(math.prod(a.shape) or 1, a.dtype))
-                                           for a, _ in present])
-    for (dtype, length), group in groups.items():
-        stored = [a for a, _ in group]
+    groups = small_arrays.group_by_layout([(a, a.dtype, math.prod(a.shape)) for a, _ in present])
+    for (dtype, length), stored in groups.items():
         try:
-            rows = small_arrays.decode_chunks(np.dtype(dtype), length, [a.chunk for a in stored])
+            rows = small_arrays.decode_chunks(dtype, length, [a.chunk for a in stored])
         except Exception:
             # Find which array is damaged, so the error can name it.
             for array in stored:
                 try:
-                    small_arrays.decode_chunks(np.dtype(dtype), length, [array.chunk])
+                    small_arrays.decode_chunks(dtype, length, [array.chunk])
                 except Exception as error:
                     raise tensorstore_error(error, action="read", item=item,
                                             where=f"parameter {array.param_name!r} of item {item}") from error

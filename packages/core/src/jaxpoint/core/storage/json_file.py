@@ -29,7 +29,14 @@ def _nesting(data: bytes) -> int:
     A byte scan (regex and numpy, both in C) instead of a walk over the parsed value:
     metadata of large trees holds millions of values.
     """
-    codes = np.frombuffer(_STRING.sub(b'""', data), dtype=np.uint8)
+    if b"\\" in data:
+        codes = np.frombuffer(_STRING.sub(b'""', data), dtype=np.uint8)
+    else:
+        # No escapes: every quote opens or closes a string, so the bytes inside strings are
+        # those after an odd number of quotes (a vectorised scan, much cheaper than the regex).
+        codes = np.frombuffer(data, dtype=np.uint8)
+        quotes = codes == ord('"')
+        codes = np.where((np.cumsum(quotes, dtype=np.int64) & 1).astype(bool) | quotes, 0, codes)
     steps = np.zeros(codes.shape, dtype=np.int32)
     steps[(codes == ord("[")) | (codes == ord("{"))] = 1
     steps[(codes == ord("]")) | (codes == ord("}"))] = -1

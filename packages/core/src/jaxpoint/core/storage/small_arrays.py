@@ -52,12 +52,12 @@ def _metadata_template(dtype_name: str) -> dict[str, Any]:
 
 
 def zarr_json(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    return _zarr_json(tuple(shape), np.dtype(dtype).name)
+    return _zarr_json(tuple(shape), np.dtype(dtype))
 
 
 @functools.lru_cache(maxsize=4096)
-def _zarr_json(shape: tuple[int, ...], dtype_name: str) -> bytes:
-    metadata = dict(_metadata_template(dtype_name))
+def _zarr_json(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    metadata = dict(_metadata_template(dtype.name))
     metadata["shape"] = list(shape)
     metadata["chunk_grid"] = {"configuration": {"chunk_shape": [max(1, d) for d in shape]},
                               "name": "regular"}
@@ -68,12 +68,19 @@ _SHAPE = re.compile(rb'"shape":\[([0-9,]*)\]')
 _DATA_TYPE = re.compile(rb'"data_type":"([A-Za-z0-9_]+)"')
 
 
-def recognize_header(raw: bytes) -> dict[str, Any] | None:
-    """Metadata of a header this module wrote, found without a JSON parse; else None.
+def recognize_header(raw: bytes) -> tuple[dict[str, Any], bool] | None:
+    """(metadata, whether `is_bulk_readable`) of a header this module wrote; else None.
 
-    Thousands of small leaves mean thousands of headers: comparing each with the exact
-    bytes `zarr_json` produces is much cheaper than parsing and validating it.
+    Thousands of small leaves mean thousands of headers, most of them identical: comparing
+    each with the exact bytes `zarr_json` produces (cached per distinct header) is much
+    cheaper than parsing and validating it.
     """
+    known = _recognized(raw)
+    return None if known is None else (dict(known[0]), known[1])
+
+
+@functools.lru_cache(maxsize=4096)
+def _recognized(raw: bytes) -> tuple[dict[str, Any], bool] | None:
     shape_match, type_match = _SHAPE.search(raw), _DATA_TYPE.search(raw)
     if shape_match is None or type_match is None:
         return None
@@ -83,12 +90,10 @@ def recognize_header(raw: bytes) -> dict[str, Any] | None:
         expected = zarr_json(shape, dtype)
     except (TypeError, ValueError):
         return None
-    return dict(_parsed_header(expected)) if raw == expected else None
-
-
-@functools.lru_cache(maxsize=4096)
-def _parsed_header(raw: bytes) -> dict[str, Any]:
-    return json.loads(raw)
+    if raw != expected:
+        return None
+    metadata = json.loads(expected)
+    return metadata, is_bulk_readable(metadata)
 
 
 def is_bulk_readable(metadata: Any) -> bool:
@@ -147,9 +152,9 @@ def decode_chunks(dtype: np.dtype, length: int, chunks: Sequence[bytes]) -> np.n
     return _template(context, dtype, len(chunks), length, create=False).read().result()
 
 
-def group_by_layout(items: Sequence[tuple[Any, np.ndarray]]) -> dict[tuple[str, int], list[tuple[Any, np.ndarray]]]:
-    """Groups (key, array) pairs by dtype and element count: one template per group."""
-    groups: dict[tuple[str, int], list[tuple[Any, np.ndarray]]] = collections.defaultdict(list)
-    for key, array in items:
-        groups[(array.dtype.name, max(1, array.size))].append((key, array))
+def group_by_layout(items: Sequence[tuple[Any, np.dtype, int]]) -> dict[tuple[np.dtype, int], list[Any]]:
+    """Groups keys by (dtype, element count), from (key, dtype, size): one template per group."""
+    groups: dict[tuple[np.dtype, int], list[Any]] = collections.defaultdict(list)
+    for key, dtype, size in items:
+        groups[(dtype, max(1, size))].append(key)
     return groups

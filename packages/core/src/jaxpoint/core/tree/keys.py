@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,8 +30,8 @@ class TreePath:
     keys: tuple[str, ...]
     key_types: tuple[KeyType, ...]
 
-    @property
-    def param_name(self) -> str:
+    @functools.cached_property
+    def param_name(self) -> str:  # cached: looked up many times per leaf on large trees
         return ".".join(self.keys)
 
     @property
