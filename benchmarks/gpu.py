@@ -13,9 +13,10 @@ Target 8 of the performance issue, measured side by side in one run:
 
 Every trial runs in this one process (starting JAX on a GPU costs seconds, and device
 time is scarce); trials of the libraries alternate within each repetition, each on a
-freshly generated state. Run it where a GPU is, from the repository root:
+freshly generated state. Run it where a GPU is, from the repository root, with a CUDA
+build of JAX, orbax-checkpoint, and jaxpoint installed or on the path:
 
-    python -m benchmarks.gpu --gib 4 --reps 3 --out results-dir
+    PYTHONPATH=packages/core/src python -m benchmarks.gpu --gib 4 --reps 3 --out results-dir
 
 It also runs on CPU (a smoke test of the script; the numbers mean nothing there).
 """

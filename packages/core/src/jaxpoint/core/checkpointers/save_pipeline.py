@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from jaxpoint.core import multihost
+from jaxpoint.core.checkpointers.memory_release import release_freed_memory
 from jaxpoint.core.checkpointers.options import MultiprocessingOptions
 from jaxpoint.core.checkpointers.step_metadata import StepMetadata, write_step_metadata
 from jaxpoint.core.errors import (
@@ -112,6 +113,8 @@ def finish_save(job: SaveJob) -> None:
     except Exception:
         _discard_work(job)
         raise
+    finally:
+        release_freed_memory()  # keeps RSS flat over many saves (see memory_release)
 
 
 def _discard_work(job: SaveJob) -> None:
