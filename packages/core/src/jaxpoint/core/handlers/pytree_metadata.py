@@ -82,9 +82,10 @@ def _leaf_from_json(item: Location, key: str, entry: Any) -> LeafRecord:
         name = part.get("key") if type(part) is dict else None
         if type(name) not in (str, int):
             raise _corrupt(item, f"entry {key!r} has a malformed key")
-        key_type = _KEY_TYPES.get(part.get("key_type", 2)) if type(part.get("key_type", 2)) is int else None
+        raw_type = part.get("key_type", int(KeyType.DICT))
+        key_type = _KEY_TYPES.get(raw_type) if type(raw_type) is int else None
         if key_type is None:
-            raise _corrupt(item, f"entry {key!r} has unknown key_type {part.get('key_type')!r}")
+            raise _corrupt(item, f"entry {key!r} has unknown key_type {raw_type!r}")
         keys.append(name if type(name) is str else str(name))
         types.append(key_type)
     path = TreePath(tuple(keys), tuple(types))

@@ -314,18 +314,21 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray], reads: Sequence[A
     results: list[Any] = []
     held = issued = 0  # issued: requests whose reads have all been started
 
+    def hand_over_finished() -> None:
+        # In request order, every issued request whose reads have all finished.
+        while len(results) < issued and remaining[len(results)] == 0:
+            done = len(results)
+            buffers = [buffer for buffer, _ in pending[done]]
+            pending[done] = []
+            results.append(consume(done, buffers) if consume is not None else buffers)
+
     def wait_oldest() -> None:
         nonlocal held
         index, size, future = in_flight.popleft()
         _result(future, "read", item, reads[index].param_name)
         held -= size
         remaining[index] -= 1
-        # Hand over, in order, every request whose reads have all finished.
-        while len(results) < issued and remaining[len(results)] == 0:
-            done = len(results)
-            buffers = [buffer for buffer, _ in pending[done]]
-            pending[done] = []
-            results.append(consume(done, buffers) if consume is not None else buffers)
+        hand_over_finished()
 
     for array, request in zip(arrays, reads, strict=True):
         dtype = np.dtype(request.dtype if request.dtype is not None else array.dtype)
@@ -354,9 +357,7 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray], reads: Sequence[A
         issued += 1
     while in_flight:
         wait_oldest()
-    for done in range(len(results), len(pending)):  # requests that needed no read
-        buffers = [buffer for buffer, _ in pending[done]]
-        results.append(consume(done, buffers) if consume is not None else buffers)
+    hand_over_finished()  # requests after the last read that needed none
     return results
 
 
