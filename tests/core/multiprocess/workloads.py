@@ -330,17 +330,23 @@ def crash_checks(report: dict[str, Any], root: Path, tree: Any, *, crashing: int
 # ---------------------------------------------------------------- the launches
 
 
+def _save_and_restore_here(root: Path, mesh_shape: tuple[int, int]) -> tuple[Any, dict, Any, dict]:
+    """The opening checks of every launch: save the state, restore it on the same mesh."""
+    mesh = state.mesh_of(mesh_shape)
+    specs = {name: spec for name, (_, _, spec) in state.ARRAYS.items()}
+    tree = state.make_state(mesh)
+    report: dict[str, Any] = {"process": multihost.process_index()}
+    capture(report, "save", lambda: save_state(root / "sharded", tree))
+    capture(report, "restore_same", lambda: restore_and_check(root / "sharded", mesh, specs))
+    own_shards_restore(report, root, root / "sharded", mesh, specs)
+    return mesh, specs, tree, report
+
+
 def two_process_workload(root_text: str) -> dict[str, Any]:
     """2 processes x 4 devices; every check of the 2-process tests, in order."""
     root = Path(root_text)
     me = multihost.process_index()
-    mesh = state.mesh_of((2, 4))
-    specs = {name: spec for name, (_, _, spec) in state.ARRAYS.items()}
-    tree = state.make_state(mesh)
-    report: dict[str, Any] = {"process": me}
-    capture(report, "save", lambda: save_state(root / "sharded", tree))
-    capture(report, "restore_same", lambda: restore_and_check(root / "sharded", mesh, specs))
-    own_shards_restore(report, root, root / "sharded", mesh, specs)
+    mesh, specs, tree, report = _save_and_restore_here(root, (2, 4))
     other = state.mesh_of((4, 2))
     capture(report, "restore_other_mesh", lambda: restore_and_check(root / "sharded", other, {
         "weights": P("model", "data"), "rows": P(None, "model"), "bias": P(("data", "model")),
@@ -365,13 +371,7 @@ def four_process_workload(root_text: str, two_process_root: str) -> dict[str, An
     """4 processes x 2 devices; every check of the 4-process tests, in order."""
     root = Path(root_text)
     me = multihost.process_index()
-    mesh = state.mesh_of((4, 2))
-    specs = {name: spec for name, (_, _, spec) in state.ARRAYS.items()}
-    tree = state.make_state(mesh)
-    report: dict[str, Any] = {"process": me}
-    capture(report, "save", lambda: save_state(root / "sharded", tree))
-    capture(report, "restore_same", lambda: restore_and_check(root / "sharded", mesh, specs))
-    own_shards_restore(report, root, root / "sharded", mesh, specs)
+    mesh, specs, tree, report = _save_and_restore_here(root, (4, 2))
     saved_on_two = Path(two_process_root) / "sharded"
     capture(report, "restore_from_two_processes", lambda: restore_and_check(saved_on_two, mesh, specs))
     cube = state.mesh_of((2, 2, 2), ("x", "y", "z"))
