@@ -2,7 +2,8 @@
 
 Each target shard reads only its own region of the stored array; shards that several
 devices share are read once. Mismatches are errors naming the tree path, unless the
-caller asked for `strict=False` (pad or truncate shapes, cast dtypes).
+caller asked for `strict=False` (pad or truncate shapes). A target dtype other than the
+saved one casts, as Orbax does.
 """
 
 from __future__ import annotations
@@ -173,16 +174,13 @@ def _check(plan: LeafPlan, stored_shape: tuple[int, ...], stored_dtype: np.dtype
            where: Location) -> tuple[tuple[int, ...], np.dtype]:
     shape = plan.shape if plan.shape is not None else stored_shape
     dtype = plan.dtype if plan.dtype is not None else stored_dtype
-    problems = []
-    if shape != stored_shape:
-        problems.append(f"shape {stored_shape} was saved, the target asks for {shape}")
-    if dtype != stored_dtype and not plan.dtype_is_explicit:
-        problems.append(f"dtype {stored_dtype} was saved, the target asks for {dtype}")
-    if problems and plan.strict:
+    # A dtype that differs from the saved one is the caller's request: cast, as Orbax does.
+    if shape != stored_shape and plan.strict:
         raise TreeMismatchError(
-            f"Mismatch at tree path {plan.path} of {where}: {'; '.join(problems)}. To fix, "
-            "make the target match, or pass strict=False (StandardRestore(..., strict=False) "
-            "or ArrayRestoreArgs(strict=False)) to pad/truncate and cast."
+            f"Mismatch at tree path {plan.path} of {where}: shape {stored_shape} was saved, "
+            f"the target asks for {shape}. To fix, make the target's shape match, or pass "
+            "strict=False (StandardRestore(..., strict=False) or ArrayRestoreArgs(strict=False)) "
+            "to pad or truncate."
         )
     return shape, dtype
 
