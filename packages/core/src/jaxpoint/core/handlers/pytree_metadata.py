@@ -90,7 +90,7 @@ def _leaf_from_json(item: Location, key: str, entry: Any) -> LeafRecord:
         types.append(key_type)
     path = TreePath(tuple(keys), tuple(types))
     try:
-        validate_path(path)
+        validate_path(path, for_reading=True)
     except InvalidNameError as error:
         raise _corrupt(item, f"entry {key!r}: {error}") from error
     value = entry.get("value_metadata")

@@ -134,7 +134,7 @@ def _saved_or_default(name: str, extras: SavedExtras) -> jax.sharding.Sharding:
 
 def match_target(record: TreeRecord, structure: Any, *, partial: bool) -> tuple[list[tuple[TreePath, Any]], Any]:
     """Flattens the target and checks its paths against the saved ones."""
-    entries, treedef = flatten_with_paths(structure)
+    entries, treedef = flatten_with_paths(structure, for_reading=True)
     saved = {leaf.path.param_name for leaf in record.leaves}
     wanted = [path.param_name for path, _ in entries]
     missing = [name for name in wanted if name not in saved]
@@ -274,7 +274,12 @@ def _on_accelerator(sharding: jax.sharding.Sharding | None) -> bool:
 
 
 def _saved_string(item: Location, plan: LeafPlan, extras: SavedExtras) -> str:
-    value = extras.strings.get(plan.path.param_name)
+    value: Any = extras.strings.get(plan.path.param_name)
+    if value is None and "/" in plan.path.param_name:
+        # Orbax stores strings by JSON pointer: a '/' in the name nests the entry.
+        value = extras.strings
+        for part in plan.path.param_name.split("/"):
+            value = value.get(part) if isinstance(value, dict) else None
     if not isinstance(value, str):
         raise CorruptCheckpointError(
             f"Expected string leaf {plan.path.param_name!r} in {item / '_strings.json'}, found "
