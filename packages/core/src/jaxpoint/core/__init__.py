@@ -37,8 +37,10 @@ _EXPORTS = {
         "RestoreArgs", "SaveArgs", "SingleReplicaArrayHandler", "SingleReplicaArrayRestoreArgs",
         "StandardCheckpointHandler", "register_with_handler",
     ),
+    "jaxpoint.core.tree.placeholder": ("PLACEHOLDER",),
+    "jaxpoint.core.tree.transforms": ("RestoreTransform", "Transform"),
 }
-_SUBMODULES = ("args", "errors", "manager", "multihost")
+_SUBMODULES = ("args", "errors", "manager", "multihost", "transform_utils")
 _ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted([*_ORIGIN, *_SUBMODULES])

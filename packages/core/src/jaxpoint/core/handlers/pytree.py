@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from jaxpoint.core.errors import CorruptCheckpointError
+from jaxpoint.core.errors import CorruptCheckpointError, InvalidArgumentError
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
 from jaxpoint.core.handlers.pytree_metadata import (
     JAX_ARRAY,
@@ -18,13 +18,18 @@ from jaxpoint.core.handlers.pytree_metadata import (
     read_tree_record,
     write_tree_record,
 )
-from jaxpoint.core.handlers.pytree_restore import SavedExtras, restore_tree
+from jaxpoint.core.handlers.pytree_restore import execute_plan
 from jaxpoint.core.handlers.pytree_save import StagedTree, stage_tree
 from jaxpoint.core.handlers.registry import register_with_handler
+from jaxpoint.core.handlers.restore_plan import SavedExtras, build_restore_plan
 from jaxpoint.core.handlers.sharding_metadata import read_shardings, write_shardings
 from jaxpoint.core.handlers.single_replica import (
     SingleReplicaArrayHandler,
     has_single_replica_args,
+)
+from jaxpoint.core.handlers.transformed_restore import (
+    check_transform_options,
+    restore_with_transforms,
 )
 from jaxpoint.core.handlers.tree_metadata_view import ArrayMetadata, ScalarMetadata, describe_tree
 from jaxpoint.core.storage import (
@@ -92,15 +97,27 @@ class PyTreeCheckpointHandler:
         extras = _read_extras(directory, record)
         target = getattr(args, "item", None)
         restore_args = getattr(args, "restore_args", None)
+        strict = getattr(args, "strict", True)
+        partial = getattr(args, "partial_restore", False)
+        transforms = getattr(args, "transforms", None)
+        check_transform_options(args)
+        if transforms is not None:
+            if has_single_replica_args(restore_args):
+                raise InvalidArgumentError(
+                    "Expected either transforms or SingleReplicaArrayRestoreArgs in one "
+                    "PyTreeRestore, got both. To fix, restore with transforms onto a target "
+                    "with ordinary restore args, then reshard; or drop the transforms."
+                )
+            return restore_with_transforms(
+                directory, record, extras, target=target, restore_args=restore_args,
+                transforms=transforms, strict=strict,
+                default_to_original=args.transforms_default_to_original)
+        plan = build_restore_plan(record, extras, target=target, restore_args=restore_args,
+                                  strict=strict, partial=partial)
         if has_single_replica_args(restore_args):
             single_replica = self._single_replica or SingleReplicaArrayHandler()
-            return single_replica.restore_tree(
-                directory, record, extras, target=target, restore_args=restore_args,
-                strict=getattr(args, "strict", True),
-                partial=getattr(args, "partial_restore", False))
-        return restore_tree(directory, record, extras, target=target, restore_args=restore_args,
-                            strict=getattr(args, "strict", True),
-                            partial=getattr(args, "partial_restore", False))
+            return single_replica.restore_plan(directory, record, extras, plan)
+        return execute_plan(directory, record, plan, extras)
 
     def metadata(self, directory: Location) -> Any:
         record = read_tree_record(directory)
