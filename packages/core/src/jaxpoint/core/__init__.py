@@ -40,7 +40,7 @@ _EXPORTS = {
     "jaxpoint.core.tree.placeholder": ("PLACEHOLDER",),
     "jaxpoint.core.tree.transforms": ("RestoreTransform", "Transform"),
 }
-_SUBMODULES = ("args", "errors", "manager", "multihost", "transform_utils")
+_SUBMODULES = ("args", "errors", "manager", "metadata", "multihost", "transform_utils")
 _ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted([*_ORIGIN, *_SUBMODULES])
