@@ -165,7 +165,14 @@ class PyTreeSave(CheckpointArgs):
 @register_with_handler(PyTreeCheckpointHandler, for_restore=True)
 @dataclasses.dataclass
 class PyTreeRestore(CheckpointArgs):
-    """Restore as the structure of `item` (or `restore_args`); `partial_restore` allows a subset."""
+    """Restore as the structure of `item` (or `restore_args`); `partial_restore` allows a subset.
+
+    A leaf of `item` that is `PLACEHOLDER` is skipped and stays PLACEHOLDER. `transforms`
+    (Orbax's: `{new_key_regex: Transform(...)}`, see `jaxpoint.core.transform_utils`) build
+    `item`'s structure from differently named saved keys; `transforms_default_to_original`
+    says whether keys no transform names come from the checkpoint (True) or from `item`.
+    `legacy_transform_fn` is not supported: a non-None value raises.
+    """
 
     item: Any = None
     restore_args: Any = None
