@@ -105,6 +105,11 @@ def test_transform_errors_say_what_to_fix(tmp_path):
             transforms_default_to_original=False))
     with pytest.raises(InvalidArgumentError, match="got original_key and use_fallback"):
         ocp.Transform(original_key="a", use_fallback=True)
+    with pytest.raises(InvalidArgumentError, match="partial_restore=False with transforms"):
+        _restore(path, {"x": np.zeros(4)}, {"x": ocp.Transform(original_key="a")}, partial_restore=True)
+    with pytest.raises(InvalidArgumentError, match="either transforms or SingleReplicaArrayRestoreArgs"):
+        _restore(path, {"x": np.zeros(4)}, {"x": ocp.Transform(original_key="a")},
+                 restore_args={"x": ocp.SingleReplicaArrayRestoreArgs()})
 
 
 def test_transform_utils_match_orbax():
