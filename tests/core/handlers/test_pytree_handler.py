@@ -115,13 +115,16 @@ def test_shape_mismatch_needs_strict_false_and_dtype_casts(tmp_path):
 
 
 def test_int64_step_restores_onto_an_int32_abstract_target(tmp_path):
-    # A Flax TrainState's `step` starts as a Python int (saved as int64 with x64 off it
-    # is int32, so save a real int64 array); eval_shape of the init gives int32.
-    ocp.save(tmp_path / "c", {"step": np.int64(7), "w": np.arange(3, dtype=np.int64)})
-    target = {"step": jax.ShapeDtypeStruct((), jnp.int32), "w": np.zeros(3, np.int32)}
+    # A Flax TrainState's `step` starts as a Python int, saved as int64; jax.eval_shape of
+    # the state's init gives int32.
+    ocp.save(tmp_path / "c", {"step": np.int64(7), "w": np.arange(3, dtype=np.int64), "py": 0})
+    assert ocp.PyTreeCheckpointer().metadata(tmp_path / "c").item_metadata["py"].dtype == np.int64
+    target = {"step": jax.ShapeDtypeStruct((), jnp.int32), "w": np.zeros(3, np.int32),
+              "py": jax.ShapeDtypeStruct((), jnp.int32)}
     restored = ocp.StandardCheckpointer().restore(tmp_path / "c", target)
     assert restored["step"].dtype == jnp.int32 and int(restored["step"]) == 7
     assert restored["w"].dtype == np.int32 and restored["w"].tolist() == [0, 1, 2]
+    assert restored["py"].dtype == jnp.int32 and int(restored["py"]) == 0
 
 
 def test_unsupported_leaf_names_path_and_type(tmp_path):
