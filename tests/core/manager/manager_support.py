@@ -31,7 +31,7 @@ def save_steps(manager: CheckpointManager, steps: list[int], *,
 def step_folders(directory: Path) -> list[str]:
     """Names in `directory` other than the manager's bookkeeping folders."""
     return sorted(p.name for p in Path(directory).iterdir()
-                  if p.name not in ("metadata", "_READ_LEASES"))
+                  if p.name not in ("metadata", "_READ_LEASES", "_WRITER_LOCK"))
 
 
 def restored_step(manager: CheckpointManager, step: int | None = None) -> int:

@@ -63,6 +63,10 @@ class StorageError(CheckpointError, OSError):
     """The storage refused an operation (space, permissions, network)."""
 
 
+class DirectoryInUseError(CheckpointError):
+    """Another live process holds a checkpoint directory for writing."""
+
+
 class BarrierTimeoutError(CheckpointError, TimeoutError):
     """Processes did not all reach a barrier in time."""
 

@@ -33,6 +33,7 @@ from jaxpoint.core.storage import (
     Location,
     commit_protocol_for,
     is_tmp_name,
+    parse_tmp_name,
 )
 from jaxpoint.core.storage.checksums import write_checksums
 
@@ -50,17 +51,11 @@ class SaveJob:
     options: MultiprocessingOptions
     step_metadata: StepMetadata
     barrier_name: str
+    replace: bool
 
 
 def _processes(options: MultiprocessingOptions) -> Any:
     return options.active_processes
-
-
-def _sync(name: str, options: MultiprocessingOptions) -> None:
-    if options.primary_host is None:
-        return  # every process commits its own files: nothing to wait for
-    multihost.sync_global_processes(name, processes=_processes(options),
-                                    timeout_s=options.barrier_timeout_s)
 
 
 def ensure_absent_or_forced(final: Location, *, force: bool) -> None:
@@ -85,19 +80,24 @@ def begin_save(handler: Any, final: Location, args: Any, *, force: bool,
     protocol = commit_protocol_for(final)
     is_primary = multihost.is_primary_host(options.primary_host)
     barrier_name = options.barrier_sync_key_prefix or "jaxpoint-save"
+    work_name = None
     if is_primary:
         final.parent.make_folder()
-        work = protocol.begin(final)
-    else:
-        work = final.parent / f"{final.name}{TMP_SUFFIX}" if final.has_atomic_rename else final
-    _sync(f"{barrier_name}/work-folder-ready", options)
+        work_name = protocol.begin(final).name
+    if options.primary_host is not None:
+        # The work folder's name is unique to this attempt (see storage/commit.py): the
+        # primary sends it, which also tells everyone that the folder is ready.
+        work_name = multihost.broadcast_one_to_some(
+            work_name, is_source=is_primary, processes=_processes(options),
+            timeout_s=options.barrier_timeout_s, name=f"{barrier_name}/work-folder")
+    work = final.parent / work_name
     context = SaveContext(process_index=multihost.process_index(), is_primary=is_primary,
                           is_async=is_async)
     write = handler.stage(work, args, context=context)
     init = dataclasses.replace(step_metadata, init_timestamp_nsecs=time.time_ns())
     return SaveJob(final=final, work=work, protocol=protocol, write=write, handler=handler,
                    context=context, options=options, step_metadata=init,
-                   barrier_name=barrier_name)
+                   barrier_name=barrier_name, replace=force)
 
 
 def finish_save(job: SaveJob) -> None:
@@ -143,7 +143,7 @@ def _write_and_commit(job: SaveJob) -> None:
             write_step_metadata(job.work, dataclasses.replace(
                 job.step_metadata, commit_timestamp_nsecs=time.time_ns()))
             write_checksums(job.work)
-            job.protocol.commit(job.work, job.final)
+            job.protocol.commit(job.work, job.final, replace=job.replace)
         except Exception as error:
             outcome = error
     _agree(outcome, f"{job.barrier_name}/committed", options)
@@ -164,13 +164,14 @@ def ensure_committed(final: Location) -> None:
     """Raises unless `final` holds a committed checkpoint."""
     if is_tmp_name(final.name):
         raise UncommittedCheckpointError(
-            f"{final} is an unfinished save (its name ends in {TMP_SUFFIX}); it was never "
+            f"{final} is an unfinished save (its name has {TMP_SUFFIX}); it was never "
             "committed and cannot be restored. To fix, restore a committed checkpoint."
         )
     if not final.exists():
-        pending = final.parent / f"{final.name}{TMP_SUFFIX}"
-        hint = (f" An unfinished save of it exists at {pending}; it never committed."
-                if pending.exists() else "")
+        pending = [name for name in final.parent.list_names()
+                   if (tmp := parse_tmp_name(name)) is not None and tmp.base == final.name]
+        hint = (f" An unfinished save of it exists at {final.parent / pending[0]}; it never "
+                "committed." if pending else "")
         raise CheckpointNotFoundError(
             f"Expected a checkpoint at {final}, found nothing.{hint} To fix, check the path "
             "(list the directory to see what exists)."

@@ -1,9 +1,8 @@
 """Deleting step folders: safely, honouring read leases, optionally in the background.
 
-A deletion never leaves a half-deleted step that looks committed: on storage with atomic
-rename the step is first renamed to a tmp name (never listed; removed by
-`cleanup_tmp_directories` if the process dies), on object stores its commit marker goes
-first. With `todelete_subdir` the step is moved to `<root>/<todelete_subdir>/` instead.
+A deletion is the commit protocol's `uncommit` (see storage/commit.py): it never leaves a
+half-deleted step that looks committed, and a step another manager already deleted counts
+as deleted. With `todelete_subdir` the step is moved to `<root>/<todelete_subdir>/` instead.
 A step that a reader in another process holds (see leases.py) is deferred and retried
 after later saves and at `close()`; if it is still held then, it stays on disk until a
 later run deletes it.
@@ -17,11 +16,10 @@ import threading
 
 from jaxpoint.core.errors import CheckpointError
 from jaxpoint.core.manager import leases
-from jaxpoint.core.storage import COMMIT_MARKER, TMP_SUFFIX, Location
+from jaxpoint.core.storage import Location, commit_protocol_for
 
 logger = logging.getLogger(__name__)
 
-_DELETING_SUFFIX = f"{TMP_SUFFIX}-deleting"
 _STOP = None
 
 
@@ -84,20 +82,8 @@ class StepDeleter:
         logger.info("Deleted step %d (%s) under %s", step, name, self._root)
 
     def _remove(self, name: str) -> None:
-        folder = self._root / name
-        if self._todelete_subdir is not None:
-            parking = self._root / self._todelete_subdir
-            parking.make_folder()
-            (parking / name).remove()
-            folder.rename_to(parking / name)
-        elif self._root.has_atomic_rename:
-            hidden = self._root / f"{name}{_DELETING_SUFFIX}"
-            hidden.remove()
-            folder.rename_to(hidden)
-            hidden.remove()
-        else:
-            (folder / COMMIT_MARKER).remove()
-            folder.remove()
+        parking = None if self._todelete_subdir is None else self._root / self._todelete_subdir
+        commit_protocol_for(self._root).uncommit(self._root / name, park_in=parking)
 
     def _work(self) -> None:
         assert self._queue is not None

@@ -19,12 +19,15 @@ from jaxpoint.core import multihost
 from jaxpoint.core.checkpointers import AsyncCheckpointer, Checkpointer, StepMetadata
 from jaxpoint.core.errors import (
     BackgroundSaveError,
+    CheckpointError,
+    CheckpointExistsError,
     InvalidArgumentError,
     ReadOnlyError,
     StepAlreadyExistsError,
     StepNotFoundError,
 )
 from jaxpoint.core.handlers import Composite
+from jaxpoint.core.inspection import DamagedStep, list_steps
 from jaxpoint.core.manager import leases, root_metadata
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step, utc_now
 from jaxpoint.core.manager.deletion import StepDeleter
@@ -37,7 +40,7 @@ from jaxpoint.core.manager.options import (
 from jaxpoint.core.manager.preservation import PreservationContext, ranked_by_metric
 from jaxpoint.core.manager.save_decision import DecisionContext
 from jaxpoint.core.manager.step_catalog import StepCatalog, read_step_metrics
-from jaxpoint.core.manager.step_names import tmp_step_names
+from jaxpoint.core.manager.writer_lock import WriterLock
 from jaxpoint.core.storage import Location, commit_protocol_for
 
 logger = logging.getLogger(__name__)
@@ -81,6 +84,7 @@ class CheckpointManager:
         self._layout = ItemLayout(item_names=item_names, item_handlers=item_handlers)
         self._save_policy = save_decision_policy_for(options)
         self._keep_policy = preservation_policy_for(options)
+        self._writer_lock = WriterLock(self._root)
         self._prepare_directory(metadata)
         self._checkpointer = self._make_checkpointer()
         self._deleter = StepDeleter(self._root, todelete_subdir=options.todelete_subdir,
@@ -137,8 +141,10 @@ class CheckpointManager:
     def _prepare_as_primary(self, custom: dict[str, Any] | None) -> None:
         root = self._root
         root.make_folder()
+        if not self._options.allow_concurrent_writers:
+            self._writer_lock.acquire()  # before cleanup: it removes unfinished saves
         if self._options.cleanup_tmp_directories:
-            for name in tmp_step_names(root, self._name_format):
+            for name in list_steps(root, name_format=self._name_format).unfinished:
                 logger.info("Removing %s, left by a save that never finished.", root / name)
                 (root / name).remove()
         leases.remove_expired(root)
@@ -182,6 +188,13 @@ class CheckpointManager:
         ranked = ranked_by_metric(self._catalog.infos(), best_fn,
                                   reverse=self._options.best_mode == "min")
         return ranked[-1].step if ranked else None
+
+    def damaged_steps(self) -> list[DamagedStep]:
+        """Entries named like steps that are not readable, committed steps (as of the last
+        load): empty or partial folders, garbage `_CHECKPOINT_METADATA`, files, symlink
+        loops. They are left out of every listing and restore, and never deleted by
+        jaxpoint: inspect them, then repair, move or delete them by hand."""
+        return self._catalog.damaged()
 
     def reload(self) -> None:
         """Re-reads the steps from storage, e.g. after another process changed them."""
@@ -270,6 +283,13 @@ class CheckpointManager:
             )
         composite = self._layout.save_args(args, metrics, step=step)
         custom = root_metadata.validated_custom_metadata(custom_metadata, what="custom_metadata")
+        damaged = [entry for entry in self._catalog.damaged() if entry.step == step]
+        if damaged:
+            raise StepAlreadyExistsError(
+                f"Cannot save step {step}: {self._root / damaged[0].name} is named like it but "
+                f"{damaged[0].reason}. To fix, inspect that entry and move or delete it, or "
+                "save another step."
+            )
         if step in self._catalog or self._is_on_disk(step):
             raise StepAlreadyExistsError(
                 f"Step {step} already exists at {self._folder(step)}. To fix, save a new step, "
@@ -278,8 +298,11 @@ class CheckpointManager:
         if not force and not self.should_save(step):
             return False
         self.wait_until_finished()
-        self._checkpointer.save(self._folder(step), args=composite, custom_metadata=custom,
-                                metrics=metrics)
+        try:
+            self._checkpointer.save(self._folder(step), args=composite, custom_metadata=custom,
+                                    metrics=metrics)
+        except CheckpointExistsError as error:  # another writer committed it first
+            raise _lost_race(step, self._folder(step), error) from error
         self._catalog.add(CheckpointInfo(step=step, time=utc_now(), metrics=metrics))
         doomed = self._catalog.remove(self._steps_to_delete())
         if isinstance(self._checkpointer, AsyncCheckpointer):
@@ -309,6 +332,11 @@ class CheckpointManager:
     def _finalize(self, step: int, doomed: dict[int, str]) -> None:
         try:
             self._checkpointer.wait_until_finished()
+        except CheckpointExistsError as error:
+            self._failure = _lost_race(step, self._folder(step), error)
+            self._failure.__cause__ = error
+            self.reload()
+            return
         except BaseException as error:  # kept for the caller's next call
             self._failure = BackgroundSaveError(
                 f"The asynchronous save of step {step} under {self._root} failed: "
@@ -363,8 +391,11 @@ class CheckpointManager:
         try:
             self.wait_until_finished()
         finally:
-            self._deleter.close()
-            self._checkpointer.close()
+            try:
+                self._deleter.close()
+                self._checkpointer.close()
+            finally:
+                self._writer_lock.release()
 
     def __enter__(self) -> CheckpointManager:
         return self
@@ -389,8 +420,18 @@ class CheckpointManager:
                 )
         step = self._existing_step(step)
         folder = self._folder(step)
-        composite = self._layout.restore_args(args, folder, step=step)
-        restored = self._checkpointer.restore(folder, args=composite)
+        try:
+            composite = self._layout.restore_args(args, folder, step=step)
+            restored = self._checkpointer.restore(folder, args=composite)
+        except (CheckpointError, OSError) as error:
+            if self._is_on_disk(step):
+                raise
+            raise StepNotFoundError(
+                f"Step {step} at {folder} was deleted while it was being read (by a "
+                f"manager's retention policy or delete()); the read failed with: {error}. To "
+                "fix, hold the step while reading it: `with hold_read_lease(directory, step):` "
+                "or iterate with checkpoints_iterator(directory), which leases each step."
+            ) from error
         return self._layout.unwrap(restored, step=step)
 
     def metrics(self, step: int) -> dict[str, Any] | None:
@@ -432,3 +473,12 @@ class CheckpointManager:
         self._catalog.remove([step])
         self._deleter.delete({step: name})
         self._sync("deleted-step")
+
+
+def _lost_race(step: int, folder: Location, error: CheckpointExistsError) -> StepAlreadyExistsError:
+    return StepAlreadyExistsError(
+        f"Step {step} was committed at {folder} by another writer while this manager was "
+        f"saving it, so this save was discarded and theirs kept ({error}). To fix, make sure "
+        "one job writes this directory (a preempted job may still be running), or save "
+        "another step."
+    )
