@@ -291,6 +291,8 @@ class CheckpointManager:
                 "save another step."
             )
         if step in self._catalog or self._is_on_disk(step):
+            if step not in self._catalog:
+                self.reload()  # another process saved it: list it
             raise StepAlreadyExistsError(
                 f"Step {step} already exists at {self._folder(step)}. To fix, save a new step, "
                 f"or call delete({step}) first to replace it."
@@ -302,6 +304,7 @@ class CheckpointManager:
             self._checkpointer.save(self._folder(step), args=composite, custom_metadata=custom,
                                     metrics=metrics)
         except CheckpointExistsError as error:  # another writer committed it first
+            self.reload()  # lists the winner's step
             raise _lost_race(step, self._folder(step), error) from error
         self._catalog.add(CheckpointInfo(step=step, time=utc_now(), metrics=metrics))
         doomed = self._catalog.remove(self._steps_to_delete())
@@ -332,12 +335,12 @@ class CheckpointManager:
     def _finalize(self, step: int, doomed: dict[int, str]) -> None:
         try:
             self._checkpointer.wait_until_finished()
-        except CheckpointExistsError as error:
-            self._failure = _lost_race(step, self._folder(step), error)
-            self._failure.__cause__ = error
-            self.reload()
-            return
         except BaseException as error:  # kept for the caller's next call
+            if (lost := _exists_cause(error)) is not None:
+                self._failure = _lost_race(step, self._folder(step), lost)
+                self._failure.__cause__ = error
+                self.reload()
+                return
             self._failure = BackgroundSaveError(
                 f"The asynchronous save of step {step} under {self._root} failed: "
                 f"{type(error).__name__}: {error}. It was not committed and older steps were "
@@ -482,3 +485,11 @@ def _lost_race(step: int, folder: Location, error: CheckpointExistsError) -> Ste
         "one job writes this directory (a preempted job may still be running), or save "
         "another step."
     )
+
+
+def _exists_cause(error: BaseException) -> CheckpointExistsError | None:
+    """The CheckpointExistsError a background failure wraps, if that is what it was."""
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, CheckpointExistsError):
+        seen = seen.__cause__
+    return seen
