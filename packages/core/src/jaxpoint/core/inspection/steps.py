@@ -108,7 +108,7 @@ def list_steps(directory: str | os.PathLike[str] | Location, *,
         try:
             state = _step_state(root / name, protocol)
         except (CheckpointError, OSError) as error:
-            state = f"it cannot be read: {error}"
+            state = f"it cannot be read: {str(error).rstrip('.')}"
         if state == "committed":
             committed[step] = name
         elif state == "unfinished":

@@ -85,7 +85,8 @@ class StepCatalog:
                 metadata = _step_metadata(self._root / name)
                 metrics = read_step_metrics(self._root / name, metadata)
             except CheckpointError as error:
-                damaged.append(DamagedStep(step=step, name=name, reason=str(error)))
+                reason = f"its metadata cannot be read: {str(error).rstrip('.')}"
+                damaged.append(DamagedStep(step=step, name=name, reason=reason))
                 continue
             infos[step] = CheckpointInfo(step=step, time=_commit_time(metadata), metrics=metrics)
             names[step] = name
