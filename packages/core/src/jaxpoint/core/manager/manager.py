@@ -40,7 +40,7 @@ from jaxpoint.core.manager.options import (
 from jaxpoint.core.manager.preservation import PreservationContext, ranked_by_metric
 from jaxpoint.core.manager.save_decision import DecisionContext
 from jaxpoint.core.manager.step_catalog import StepCatalog, read_step_metrics
-from jaxpoint.core.manager.writer_lock import WriterLock
+from jaxpoint.core.manager.writer_lock import WriterLock, commit_conflict, lost_race_error
 from jaxpoint.core.storage import Location, commit_protocol_for
 
 logger = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ class CheckpointManager:
                                     metrics=metrics)
         except CheckpointExistsError as error:  # another writer committed it first
             self.reload()  # lists the winner's step
-            raise _lost_race(step, self._folder(step), error) from error
+            raise lost_race_error(step, self._folder(step)) from error
         self._catalog.add(CheckpointInfo(step=step, time=utc_now(), metrics=metrics))
         doomed = self._catalog.remove(self._steps_to_delete())
         if isinstance(self._checkpointer, AsyncCheckpointer):
@@ -336,8 +336,8 @@ class CheckpointManager:
         try:
             self._checkpointer.wait_until_finished()
         except BaseException as error:  # kept for the caller's next call
-            if (lost := _exists_cause(error)) is not None:
-                self._failure = _lost_race(step, self._folder(step), lost)
+            if commit_conflict(error) is not None:
+                self._failure = lost_race_error(step, self._folder(step))
                 self._failure.__cause__ = error
                 self.reload()
                 return
@@ -476,20 +476,3 @@ class CheckpointManager:
         self._catalog.remove([step])
         self._deleter.delete({step: name})
         self._sync("deleted-step")
-
-
-def _lost_race(step: int, folder: Location, error: CheckpointExistsError) -> StepAlreadyExistsError:
-    return StepAlreadyExistsError(
-        f"Step {step} was committed at {folder} by another writer while this manager was "
-        f"saving it, so this save was discarded and theirs kept ({error}). To fix, make sure "
-        "one job writes this directory (a preempted job may still be running), or save "
-        "another step."
-    )
-
-
-def _exists_cause(error: BaseException) -> CheckpointExistsError | None:
-    """The CheckpointExistsError a background failure wraps, if that is what it was."""
-    seen: BaseException | None = error
-    while seen is not None and not isinstance(seen, CheckpointExistsError):
-        seen = seen.__cause__
-    return seen

@@ -24,7 +24,11 @@ import socket
 import threading
 import time
 
-from jaxpoint.core.errors import DirectoryInUseError
+from jaxpoint.core.errors import (
+    CheckpointExistsError,
+    DirectoryInUseError,
+    StepAlreadyExistsError,
+)
 from jaxpoint.core.storage import Location
 
 logger = logging.getLogger(__name__)
@@ -132,3 +136,21 @@ class WriterLock:
             if entry[1] == 0:
                 del _held[self._file.path]
                 os.close(entry[0])  # releases the flock
+
+
+def lost_race_error(step: int, folder: Location) -> StepAlreadyExistsError:
+    """What a writer that lost the commit of `step` to another writer raises."""
+    return StepAlreadyExistsError(
+        f"Step {step} was committed at {folder} by another writer while this manager was "
+        f"saving it, so this save was discarded and theirs kept. To fix, make sure "
+        "one job writes this directory (a preempted job may still be running), or save "
+        "another step."
+    )
+
+
+def commit_conflict(error: BaseException) -> CheckpointExistsError | None:
+    """The CheckpointExistsError a background failure wraps, if that is what it was."""
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, CheckpointExistsError):
+        seen = seen.__cause__
+    return seen
