@@ -73,42 +73,42 @@ class WriterLock:
         self._is_held = False
 
     def acquire(self) -> None:
-        if self._root.is_local:
-            self._is_held = self._lock_file()
-        else:
-            self._is_held = self._write_record()
-
-    def _lock_file(self) -> bool:
-        path = self._file.path
+        key = str(self._file)
         with _lock:
-            if path in _held:
-                _held[path][1] += 1
-                return True
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as error:
-                return self._unlockable(error)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _describe(os.pread(fd, 4096, 0))
-                os.close(fd)
-                raise _conflict(self._root, holder) from None
-            except OSError as error:
-                os.close(fd)
-                return self._unlockable(error)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, _record(), 0)
-            _held[path] = [fd, 1]
-            return True
+            if key in _held:
+                _held[key][1] += 1
+                self._is_held = True
+                return
+            fd = self._lock_file() if self._root.is_local else self._write_record()
+            if fd is not None:
+                _held[key] = [fd, 1]
+                self._is_held = True
 
-    def _unlockable(self, error: OSError) -> bool:
+    def _lock_file(self) -> int | None:
+        """The locked descriptor; None where the file system cannot lock."""
+        try:
+            fd = os.open(self._file.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            return self._unlockable(error)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe(os.pread(fd, 4096, 0))
+            os.close(fd)
+            raise _conflict(self._root, holder) from None
+        except OSError as error:
+            os.close(fd)
+            return self._unlockable(error)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _record(), 0)
+        return fd
+
+    def _unlockable(self, error: OSError) -> None:
         if error.errno not in _NO_LOCKING:
             raise error
         logger.info("Not locking %s against other writers: %s.", self._root, error.strerror)
-        return False
 
-    def _write_record(self) -> bool:
+    def _write_record(self) -> int:
         try:
             raw = self._file.read_bytes()
         except FileNotFoundError:
@@ -119,23 +119,23 @@ class WriterLock:
                 "writers of one directory race each other's saves and deletions. If it was "
                 "killed, ignore this.", WRITER_LOCK_FILE, self._root, _describe(raw))
         self._file.write_bytes(_record())
-        return True
+        return -1  # no descriptor: the record is the whole lease
 
     def release(self) -> None:
         if not self._is_held:
             return
         self._is_held = False
-        if not self._root.is_local:
-            self._file.remove()
-            return
+        key = str(self._file)
         with _lock:
-            entry = _held.get(self._file.path)
-            if entry is None:
-                return
+            entry = _held[key]
             entry[1] -= 1
-            if entry[1] == 0:
-                del _held[self._file.path]
+            if entry[1] > 0:
+                return
+            del _held[key]
+            if entry[0] >= 0:
                 os.close(entry[0])  # releases the flock
+            else:
+                self._file.remove()
 
 
 def lost_race_error(step: int, folder: Location) -> StepAlreadyExistsError:
