@@ -129,14 +129,18 @@ def _is_folder(location: Location) -> bool:
 
 def _step_state(folder: Location, protocol: CommitProtocol) -> str:
     """'committed', 'unfinished', 'gone' or why the entry is damaged."""
-    if not folder.exists():
-        return "gone"  # deleted since the listing, or empty on an object store
-    if folder.is_file():
-        return "it is a file, not a checkpoint folder"
     if not folder.has_atomic_rename:
         # Object stores write in place: a step folder without its marker is a save in
-        # flight (or killed), as Orbax sees it too.
-        return "committed" if protocol.is_committed(folder) else "unfinished"
+        # flight (or killed), as Orbax sees it too. One request for a committed step.
+        if protocol.is_committed(folder):
+            return "committed"
+        if folder.is_file():
+            return "it is a file, not a checkpoint folder"
+        return "unfinished" if folder.exists() else "gone"
+    if not folder.exists():
+        return "gone"  # deleted since the listing
+    if folder.is_file():
+        return "it is a file, not a checkpoint folder"
     # On disk a save only ever renames a finished folder to a step name, so a step
     # folder without either file was made by something else, or is half copied.
     if (folder / COMMIT_MARKER).exists() or (folder / STEP_METADATA_FILE).exists():
