@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 from jaxpoint.core.errors import CheckpointExistsError
@@ -10,6 +12,8 @@ from jaxpoint.core.storage import (
     parse_tmp_name,
 )
 from jaxpoint.core.storage.commit import DELETING, REPLACED, SAVING, new_tmp_name
+from orbax.checkpoint import utils as orbax_utils
+from orbax.checkpoint._src.path import step as orbax_step
 
 
 def test_rename_commit_is_invisible_until_commit(tmp_path):
@@ -134,3 +138,28 @@ def test_write_bytes_if_absent_on_disk(tmp_path):
     assert target.write_bytes_if_absent(b"one")
     assert not target.write_bytes_if_absent(b"two")
     assert target.read_bytes() == b"one" and sorted(os.listdir(tmp_path)) == ["marker"]
+
+
+def test_orbax_sees_the_tmp_folders_as_unfinished_saves(tmp_path):
+    final = Location.parse(tmp_path / "5")
+    protocol = commit_protocol_for(final)
+    protocol.commit(protocol.begin(final), final)
+    work = protocol.begin(Location.parse(tmp_path / "6"))
+    assert orbax_utils.is_tmp_checkpoint(work.path)
+    assert orbax_step.tmp_checkpoints(tmp_path) == [work.name]  # what Orbax cleans up
+    assert [m.step for m in orbax_step.standard_name_format().find_all(tmp_path)] == [5]
+
+
+def test_a_save_removes_only_abandoned_tmp_folders_of_its_step(tmp_path):
+    final = Location.parse(tmp_path / "step")
+    protocol = commit_protocol_for(final)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    mine = protocol.begin(final)  # a live writer: this process
+    abandoned = mine.name.replace(f"-{os.getpid()}-", f"-{int(dead.stdout)}-")
+    for name in (abandoned, "step.orbax-checkpoint-tmp", "step.orbax-checkpoint-tmp-1712"):
+        (tmp_path / name).mkdir()
+    protocol.begin(final)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert abandoned not in left and "step.orbax-checkpoint-tmp" not in left
+    assert mine.name in left and "step.orbax-checkpoint-tmp-1712" in left  # may be live
