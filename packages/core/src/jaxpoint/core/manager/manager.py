@@ -143,14 +143,18 @@ class CheckpointManager:
         root.make_folder()
         if not self._options.allow_concurrent_writers:
             self._writer_lock.acquire()  # before cleanup: it removes unfinished saves
-        if self._options.cleanup_tmp_directories:
-            for name in list_steps(root, name_format=self._name_format).unfinished:
-                logger.info("Removing %s, left by a save that never finished.", root / name)
-                (root / name).remove()
-        leases.remove_expired(root)
-        if custom is not None and self._options.save_root_metadata and \
-                root_metadata.needs_write(root, custom):
-            root_metadata.write_root_metadata(root, custom)
+        try:
+            if self._options.cleanup_tmp_directories:
+                for name in list_steps(root, name_format=self._name_format).unfinished:
+                    logger.info("Removing %s, left by a save that never finished.", root / name)
+                    (root / name).remove()
+            leases.remove_expired(root)
+            if custom is not None and self._options.save_root_metadata and \
+                    root_metadata.needs_write(root, custom):
+                root_metadata.write_root_metadata(root, custom)
+        except BaseException:
+            self._writer_lock.release()  # this manager never opened
+            raise
 
     def _make_checkpointer(self) -> Checkpointer:
         if self._options.enable_async_checkpointing:
