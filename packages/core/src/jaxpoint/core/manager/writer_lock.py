@@ -89,7 +89,8 @@ class WriterLock:
         try:
             fd = os.open(self._file.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            return self._unlockable(error)
+            self._unlockable(error)
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -98,7 +99,8 @@ class WriterLock:
             raise _conflict(self._root, holder) from None
         except OSError as error:
             os.close(fd)
-            return self._unlockable(error)
+            self._unlockable(error)
+            return None
         os.ftruncate(fd, 0)
         os.pwrite(fd, _record(), 0)
         return fd
