@@ -75,6 +75,10 @@ class BackgroundSaveError(CheckpointError):
     """An asynchronous save failed; raised on the next call into the same object."""
 
 
+class SaveAbandonedError(CheckpointError):
+    """A save in flight was abandoned before its commit (a second Ctrl-C at exit)."""
+
+
 class ProcessFailureError(CheckpointError):
     """A process reported a failure at an agreement point, so every process raises.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any
 
@@ -19,11 +20,18 @@ from jaxpoint.core import multihost
 from jaxpoint.core.checkpointers.memory_release import release_freed_memory
 from jaxpoint.core.checkpointers.options import MultiprocessingOptions
 from jaxpoint.core.checkpointers.step_metadata import StepMetadata, write_step_metadata
+from jaxpoint.core.checkpointers.transfer_report import (
+    Payload,
+    log_save,
+    performance_metrics,
+    save_payload,
+)
 from jaxpoint.core.errors import (
     BarrierTimeoutError,
     CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
+    SaveAbandonedError,
     UncommittedCheckpointError,
 )
 from jaxpoint.core.handlers import SaveContext, WriteStep
@@ -52,6 +60,14 @@ class SaveJob:
     step_metadata: StepMetadata
     barrier_name: str
     replace: bool
+    payload: Payload
+    label: str
+    started_s: float = dataclasses.field(default_factory=time.perf_counter)
+    started_at_s: float = dataclasses.field(default_factory=time.time)
+    # Time the caller spent in save(); set once save() returns.
+    blocked_s: float | None = None
+    # Set to stop the save before its commit (a second Ctrl-C at exit).
+    abandoned: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 def _processes(options: MultiprocessingOptions) -> Any:
@@ -74,8 +90,9 @@ def ensure_absent_or_forced(final: Location, *, force: bool) -> None:
 
 def begin_save(handler: Any, final: Location, args: Any, *, force: bool,
                options: MultiprocessingOptions, is_async: bool,
-               step_metadata: StepMetadata) -> SaveJob:
+               step_metadata: StepMetadata, label: str) -> SaveJob:
     """Collective: every process calls this, in the same order."""
+    started_s = time.perf_counter()
     ensure_absent_or_forced(final, force=force)
     protocol = commit_protocol_for(final)
     is_primary = multihost.is_primary_host(options.primary_host)
@@ -94,10 +111,12 @@ def begin_save(handler: Any, final: Location, args: Any, *, force: bool,
     context = SaveContext(process_index=multihost.process_index(), is_primary=is_primary,
                           is_async=is_async)
     write = handler.stage(work, args, context=context)
+    logger.debug("%s staged after %.3f s", label, time.perf_counter() - started_s)
     init = dataclasses.replace(step_metadata, init_timestamp_nsecs=time.time_ns())
     return SaveJob(final=final, work=work, protocol=protocol, write=write, handler=handler,
                    context=context, options=options, step_metadata=init,
-                   barrier_name=barrier_name, replace=force)
+                   barrier_name=barrier_name, replace=force, payload=save_payload(args),
+                   label=label, started_s=started_s)
 
 
 def finish_save(job: SaveJob) -> None:
@@ -108,6 +127,9 @@ def finish_save(job: SaveJob) -> None:
     """
     try:
         _write_and_commit(job)
+        committed_s = time.perf_counter() - job.started_s
+        log_save(job.label, job.payload, commit_s=committed_s,
+                 blocked_s=committed_s if job.blocked_s is None else job.blocked_s)
     except BarrierTimeoutError:
         raise  # other processes may still be writing there
     except Exception:
@@ -133,6 +155,11 @@ def _write_and_commit(job: SaveJob) -> None:
     outcome: bool | BaseException = True
     try:
         job.write()
+        logger.debug("%s written after %.3f s", job.label, time.perf_counter() - job.started_s)
+        if job.abandoned.is_set():
+            raise SaveAbandonedError(
+                f"The save of {job.label} was abandoned before its commit (second Ctrl-C); "
+                f"it stays uncommitted at {job.work}, and earlier checkpoints are intact.")
     except Exception as error:  # reported to every process below, then re-raised
         outcome = error
     _agree(outcome, f"{job.barrier_name}/written", options)
@@ -140,8 +167,13 @@ def _write_and_commit(job: SaveJob) -> None:
         outcome = True
         try:
             job.handler.finalize(job.work, context=job.context)
+            write_s = time.perf_counter() - job.started_s
+            metrics = performance_metrics(
+                job.payload, write_s=write_s, started_at_s=job.started_at_s,
+                blocked_s=write_s if job.blocked_s is None else job.blocked_s)
             write_step_metadata(job.work, dataclasses.replace(
-                job.step_metadata, commit_timestamp_nsecs=time.time_ns()))
+                job.step_metadata, commit_timestamp_nsecs=time.time_ns(),
+                performance_metrics={**job.step_metadata.performance_metrics, **metrics}))
             write_checksums(job.work)
             job.protocol.commit(job.work, job.final, replace=job.replace)
         except Exception as error:

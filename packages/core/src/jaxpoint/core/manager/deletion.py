@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 
+from jaxpoint.core.checkpointers.background_failure import BackgroundFailure
 from jaxpoint.core.errors import CheckpointError
 from jaxpoint.core.manager import leases
 from jaxpoint.core.storage import Location, commit_protocol_for
@@ -38,7 +39,7 @@ class StepDeleter:
         self._lock = threading.Lock()
         self._deferred: dict[int, str] = {}
         self._queued: dict[int, str] = {}
-        self._failure: tuple[int, BaseException] | None = None
+        self._failure = BackgroundFailure()
         self._queue: queue.Queue[tuple[int, str] | None] | None = None
         self._worker: threading.Thread | None = None
         if background and is_active:
@@ -94,8 +95,11 @@ class StepDeleter:
             except BaseException as error:  # kept for the manager's next call
                 logger.error("Background deletion of step %d under %s failed: %s", step,
                              self._root, error)
-                with self._lock:
-                    self._failure = (step, error)
+                self._failure.store(CheckpointError(
+                    f"Deleting step {step} under {self._root} in the background failed: "
+                    f"{type(error).__name__}: {error}. The step may be left on disk. To fix, "
+                    "check the storage's permissions, then delete it with "
+                    "manager.delete(step)."), cause=error)
             finally:
                 with self._lock:
                     self._queued.pop(step, None)
@@ -104,15 +108,7 @@ class StepDeleter:
 
     def check_for_errors(self) -> None:
         """Raises the failure of a background deletion, once."""
-        with self._lock:
-            failure, self._failure = self._failure, None
-        if failure is not None:
-            step, error = failure
-            raise CheckpointError(
-                f"Deleting step {step} under {self._root} in the background failed: "
-                f"{type(error).__name__}: {error}. The step may be left on disk. To fix, check "
-                "the storage's permissions, then delete it with manager.delete(step)."
-            ) from error
+        self._failure.raise_once()
 
     def wait_until_finished(self) -> None:
         """Blocks until every queued deletion has run; raises a background failure."""
