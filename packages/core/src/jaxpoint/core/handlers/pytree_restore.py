@@ -9,6 +9,7 @@ saved one casts, as Orbax does.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from jaxpoint.core.handlers.restore_plan import (
 )
 from jaxpoint.core.storage import ArrayRead, Location, open_arrays, read_arrays
 from jaxpoint.core.tree import PLACEHOLDER
+
+logger = logging.getLogger(__name__)
 
 # Bytes read ahead when leaves go to an accelerator: each host buffer is released once
 # copied to its device, so reading further ahead costs host memory only while in flight.
@@ -241,7 +244,29 @@ def _assemble(plan: LeafPlan, layout: ReadLayout, data: list[np.ndarray]) -> Any
 def execute_plan(item: Location, record: TreeRecord, plan: RestorePlan,
                  extras: SavedExtras) -> Any:
     """Runs a restore plan: the restored tree."""
+    if plan.treedef is None:
+        _warn_about_lost_shardings(item, plan.leaves, extras)
     return plan.rebuild(execute_plans(item, record, plan.leaves, extras))
+
+
+def _warn_about_lost_shardings(item: Location, plans: Sequence[LeafPlan],
+                               extras: SavedExtras) -> None:
+    """One warning when arrays saved over devices missing here land on one device."""
+    lost = 0
+    for plan in plans:
+        saved = (extras.shardings.get(plan.path.param_name)
+                 if plan.kind is LeafKind.JAX_ARRAY else None)
+        if saved and isinstance(plan.sharding, jax.sharding.SingleDeviceSharding) and (
+                saved.get("sharding_type") != "SingleDeviceSharding"
+                or saved.get("device_id") not in (None, next(iter(plan.sharding.device_set)).id)):
+            lost += 1
+    if lost:
+        logger.warning(
+            "%d array(s) in %s were saved on devices this process does not have (it sees %d); "
+            "restored without a target, they are placed on one device, %s. To restore onto "
+            "shardings of your choice, pass a target whose leaves carry them, e.g. "
+            "jax.ShapeDtypeStruct(shape, dtype, sharding=...).", lost, item,
+            jax.device_count(), jax.local_devices()[0])
 
 
 def restore_tree(item: Location, record: TreeRecord, extras: SavedExtras, *, target: Any,

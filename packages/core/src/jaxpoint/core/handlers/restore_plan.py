@@ -222,7 +222,9 @@ def _raise_mismatch(missing: list[str], extra: list[str]) -> None:
         parts.append(f"the checkpoint has keys the target lacks: {extra[:20]}")
     raise TreeMismatchError(
         f"Expected the target tree to match the saved tree, but {'; '.join(parts)}. To fix, "
-        "pass a target with the saved structure (see metadata(path)), restore a subset with "
-        "PyTreeRestore(item, partial_restore=True), or put PLACEHOLDER where a saved leaf or "
-        "subtree is to be skipped."
+        "pass a target with the saved structure (list it with "
+        "ocp.StandardCheckpointer().metadata(path).item_metadata, see "
+        "docs/getting-started.md), restore a subset with PyTreeRestore(item, "
+        "partial_restore=True), or put PLACEHOLDER where a saved leaf or subtree is to be "
+        "skipped."
     )
