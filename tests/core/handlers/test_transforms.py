@@ -1,6 +1,9 @@
 """Transforms and PLACEHOLDER on restore, with Orbax's semantics (checked against the real
 orbax-checkpoint where both can run the same code)."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import jaxpoint.core as ocp
@@ -144,3 +147,15 @@ def test_orbax_code_with_transforms_on_an_orbax_checkpoint(tmp_path):
     for mine, reference in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
         assert np.array_equal(mine, reference) and type(mine) is type(reference)
     assert ours["params"]["bias"].tolist() == [2, 2, 2] and ours["step"] == 3
+
+
+def test_orbax_names_resolve_in_a_fresh_process():
+    code = ("import jaxpoint.core as ocp; "
+            "assert ocp.PLACEHOLDER is ...; "
+            "assert issubclass(ocp.RestoreTransform, ocp.Transform); "
+            "assert ocp.transform_utils.apply_transformations and ocp.transform_utils.intersect_trees; "
+            "assert ocp.metadata.TreeMetadata and ocp.metadata.ArrayMetadata and "
+            "ocp.metadata.ShardingMetadata and ocp.metadata.StepMetadata and ocp.metadata.RootMetadata; "
+            "assert {'PLACEHOLDER', 'Transform', 'metadata', 'transform_utils'} <= set(dir(ocp))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
