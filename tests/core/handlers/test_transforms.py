@@ -159,3 +159,11 @@ def test_orbax_names_resolve_in_a_fresh_process():
             "assert {'PLACEHOLDER', 'Transform', 'metadata', 'transform_utils'} <= set(dir(ocp))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_placeholder_saved_by_orbax_restores_as_placeholder(tmp_path):
+    with orbax_ocp.PyTreeCheckpointer() as checkpointer:
+        checkpointer.save(tmp_path / "c", {"a": np.ones(2), "b": orbax_ocp.PLACEHOLDER})
+    restored = ocp.PyTreeCheckpointer().restore(tmp_path / "c")
+    assert restored["a"].tolist() == [1, 1] and restored["b"] is ocp.PLACEHOLDER
+    assert ocp.PyTreeCheckpointer().metadata(tmp_path / "c").item_metadata["b"] is ocp.PLACEHOLDER

@@ -19,6 +19,7 @@ JAX_ARRAY = "jax.Array"
 NP_ARRAY = "np.ndarray"
 SCALAR = "scalar"
 STRING = "string"
+PLACEHOLDER_TYPE = "placeholder"  # a saved PLACEHOLDER leaf (Orbax writes them): no data
 EMPTY_TYPES = {"None": None, "Dict": dict, "List": list, "Tuple": tuple}
 ARRAY_TYPES = (JAX_ARRAY, NP_ARRAY, SCALAR)
 

@@ -22,6 +22,7 @@ from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs, as_d
 from jaxpoint.core.handlers.pytree_metadata import (
     EMPTY_TYPES,
     NP_ARRAY,
+    PLACEHOLDER_TYPE,
     SCALAR,
     STRING,
     LeafRecord,
@@ -29,9 +30,6 @@ from jaxpoint.core.handlers.pytree_metadata import (
 )
 from jaxpoint.core.handlers.sharding_metadata import sharding_from_description
 from jaxpoint.core.tree import PLACEHOLDER, TreePath, build_tree, flatten_with_paths
-
-# Orbax's value type of a PLACEHOLDER leaf that was saved: restored as PLACEHOLDER.
-PLACEHOLDER_TYPE = "placeholder"
 
 
 class LeafKind(enum.Enum):

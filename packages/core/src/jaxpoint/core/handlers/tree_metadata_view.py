@@ -15,10 +15,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from jaxpoint.core.handlers.pytree_metadata import EMPTY_TYPES, STRING, TreeRecord
+from jaxpoint.core.handlers.pytree_metadata import EMPTY_TYPES, PLACEHOLDER_TYPE, STRING, TreeRecord
 from jaxpoint.core.handlers.sharding_metadata import ShardingMetadata
 from jaxpoint.core.storage import Location, open_arrays
-from jaxpoint.core.tree import build_tree
+from jaxpoint.core.tree import PLACEHOLDER, build_tree
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -157,6 +157,8 @@ def describe_tree(item: Location, record: TreeRecord, shardings: Any) -> TreeMet
             value = EMPTY_TYPES[leaf.value_type]() if EMPTY_TYPES[leaf.value_type] else None
         elif leaf.value_type == STRING:
             value = StringMetadata(name=name)
+        elif leaf.value_type == PLACEHOLDER_TYPE:
+            value = PLACEHOLDER
         else:
             value = by_name[name]
         entries.append((leaf.path, value))
