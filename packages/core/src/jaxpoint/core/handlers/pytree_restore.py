@@ -24,7 +24,6 @@ from jaxpoint.core.handlers.restore_plan import (
     LeafPlan,
     RestorePlan,
     SavedExtras,
-    build_restore_plan,
 )
 from jaxpoint.core.storage import ArrayRead, Location, open_arrays, read_arrays
 from jaxpoint.core.tree import PLACEHOLDER
@@ -267,11 +266,3 @@ def _warn_about_lost_shardings(item: Location, plans: Sequence[LeafPlan],
             "shardings of your choice, pass a target whose leaves carry them, e.g. "
             "jax.ShapeDtypeStruct(shape, dtype, sharding=...).", lost, item,
             jax.device_count(), jax.local_devices()[0])
-
-
-def restore_tree(item: Location, record: TreeRecord, extras: SavedExtras, *, target: Any,
-                 restore_args: Any, strict: bool, partial: bool) -> Any:
-    """Restores the item as the target's structure, or as nested dicts/lists without one."""
-    plan = build_restore_plan(record, extras, target=target, restore_args=restore_args,
-                              strict=strict, partial=partial)
-    return execute_plan(item, record, plan, extras)
