@@ -20,13 +20,18 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 from jaxpoint.core.errors import CorruptCheckpointError
-from jaxpoint.core.storage.array_format import PROCESS_DB_PREFIX, open_spec
+from jaxpoint.core.storage.array_format import (
+    OCDBT_MANIFEST,
+    PROCESS_DB_PREFIX,
+    ZARR2_HEADER,
+    ZARR3_HEADER,
+    open_spec,
+)
 from jaxpoint.core.storage.array_io import read_array_headers, tensorstore_error
 from jaxpoint.core.storage.context import shared_context
 from jaxpoint.core.storage.location import Location
 
-OCDBT_MANIFEST = "manifest.ocdbt"
-ZARR_METADATA_KEYS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+ZARR_METADATA_KEYS = frozenset({ZARR3_HEADER, ZARR2_HEADER, ".zattrs", ".zgroup", ".zmetadata"})
 # No real array is a pebibyte; a larger stored shape is a damaged header.
 MAX_ARRAY_BYTES = 2**50
 
@@ -133,8 +138,8 @@ def _check_grid(name: str, store: Any, found: int, has_every_chunk: bool) -> Che
     itemsize = np.dtype(store.dtype.numpy_dtype).itemsize
     if math.prod(shape) * itemsize > MAX_ARRAY_BYTES:
         raise CorruptCheckpointError(
-            f"Expected {where} to hold at most {MAX_ARRAY_BYTES} bytes, found "
-            f"{math.prod(shape) * itemsize}: its zarr metadata is damaged.")
+            f"{where} would hold {math.prod(shape) * itemsize} bytes, expected at most "
+            f"{MAX_ARRAY_BYTES}: its zarr metadata is damaged. Restore an earlier checkpoint.")
     layout = store.chunk_layout
     grid = tuple(layout.write_chunk.shape or shape)
     expected = math.prod(-(-s // max(c, 1)) for s, c in zip(shape, grid, strict=True))
