@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from jaxpoint.core.errors import CheckpointError, CorruptCheckpointError, InvalidNameError
+from jaxpoint.core.errors import CorruptCheckpointError, InvalidNameError
 from jaxpoint.core.storage.array_format import OCDBT_MANIFEST, PROCESS_DB_PREFIX
 from jaxpoint.core.storage.commit import COMMIT_MARKER
 from jaxpoint.core.storage.json_file import read_json
 from jaxpoint.core.storage.location import Location, validate_name
-from jaxpoint.core.storage.posix_backend import storage_error
 
 CHECKSUM_FILE = "_CHECKSUMS"
 ALGORITHM = "sha256"
@@ -72,10 +71,6 @@ def check_checksums(folder: Location) -> int | None:
             raise CorruptCheckpointError(
                 f"{location} lists {relative!r}, but {target} is missing. The checkpoint is "
                 "incomplete or damaged; restore an earlier checkpoint.") from error
-        except CheckpointError:
-            raise
-        except OSError as error:
-            raise storage_error(error, "read", str(target)) from error
         if _digest(data) != expected:
             raise CorruptCheckpointError(
                 f"File {target} does not match the {ALGORITHM} digest recorded at save in "
