@@ -111,6 +111,12 @@ def _read_extras(item: Location, record: TreeRecord) -> SavedExtras:
     strings: dict[str, str] = {}
     if any(leaf.value_type == "string" for leaf in record.leaves):
         strings = read_json(item / STRINGS_FILE)
+    shardings = read_shardings(item) if any(leaf.value_type == JAX_ARRAY for leaf in record.leaves) else {}
+    return SavedExtras(strings=strings, shardings=shardings, key_impls=read_random_key_impls(item))
+
+
+def read_random_key_impls(item: Location) -> dict[str, str]:
+    """The PRNG implementation of each typed-key leaf, from `array_metadatas/process_<i>`."""
     key_impls: dict[str, str] = {}
     for name in (item / ARRAY_METADATAS).list_names():
         entries = read_json(item / ARRAY_METADATAS / name).get("array_metadatas", [])
@@ -129,8 +135,7 @@ def _read_extras(item: Location, record: TreeRecord) -> SavedExtras:
             ext = meta.get("ext_metadata") or {}
             if isinstance(ext, dict) and isinstance(ext.get("random_key_impl"), str):
                 key_impls[str(meta.get("param_name"))] = ext["random_key_impl"]
-    shardings = read_shardings(item) if any(leaf.value_type == JAX_ARRAY for leaf in record.leaves) else {}
-    return SavedExtras(strings=strings, shardings=shardings, key_impls=key_impls)
+    return key_impls
 
 
 @register_with_handler(PyTreeCheckpointHandler, for_save=True)

@@ -15,10 +15,10 @@ from typing import Any
 from jaxpoint.core.checkpointers.save_pipeline import ensure_committed
 from jaxpoint.core.checkpointers.step_metadata import read_step_metadata
 from jaxpoint.core.errors import CorruptCheckpointError
-from jaxpoint.core.handlers.pytree import ARRAY_METADATAS
+from jaxpoint.core.handlers.pytree import read_random_key_impls
 from jaxpoint.core.handlers.pytree_metadata import EMPTY_TYPES, METADATA_FILE, read_tree_record
 from jaxpoint.core.handlers.sharding_metadata import read_shardings
-from jaxpoint.core.storage import Location, open_arrays, read_json
+from jaxpoint.core.storage import Location, open_arrays
 from jaxpoint.core.storage.step_layout import STEP_METADATA_FILE, is_item_name, item_folders
 from jaxpoint.core.tree import build_tree
 
@@ -86,7 +86,7 @@ def _describe_tree(folder: Location) -> dict[str, Any]:
                          use_ocdbt=record.use_ocdbt, use_zarr3=record.use_zarr3)
     by_name = {array.param_name: array for array in stored}
     shardings = read_shardings(folder) if arrays else {}
-    key_impls = _random_key_impls(folder) if arrays else {}
+    key_impls = read_random_key_impls(folder) if arrays else {}
     storage = {"format": "zarr3" if record.use_zarr3 else "zarr2", "ocdbt": record.use_ocdbt}
     entries = []
     for leaf in record.leaves:
@@ -110,18 +110,6 @@ def _describe_tree(folder: Location) -> dict[str, Any]:
             value = {"value_type": leaf.value_type}
         entries.append((leaf.path, value))
     return {"tree": build_tree(entries), "custom_metadata": record.custom_metadata}
-
-
-def _random_key_impls(folder: Location) -> dict[str, str]:
-    impls: dict[str, str] = {}
-    for process in (folder / ARRAY_METADATAS).list_names():
-        entries = read_json(folder / ARRAY_METADATAS / process).get(ARRAY_METADATAS)
-        for entry in entries if isinstance(entries, list) else []:
-            meta = entry.get("array_metadata") if isinstance(entry, dict) else None
-            ext = meta.get("ext_metadata") if isinstance(meta, dict) else None
-            if isinstance(ext, dict) and isinstance(ext.get("random_key_impl"), str):
-                impls[str(meta.get("param_name"))] = ext["random_key_impl"]
-    return impls
 
 
 __all__ = ["describe", "describe_item"]
