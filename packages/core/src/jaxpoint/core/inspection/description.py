@@ -63,7 +63,8 @@ def describe_item(folder: Location, handler: str | None, *, depth: int = 0) -> d
     """One item folder as plain data; `handler` is the type name the step records for it."""
     if (folder / METADATA_FILE).exists():
         return {"handler": handler, "kind": "pytree", **_describe_tree(folder)}
-    files, items = {}, {}
+    files: dict[str, dict[str, int]] = {}
+    items: dict[str, dict[str, Any]] = {}
     for name in folder.list_names():
         child = folder / name
         if not is_item_name(name) and not name.startswith("_"):

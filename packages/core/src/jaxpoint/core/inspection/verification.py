@@ -130,7 +130,9 @@ class _ItemChecker:
 
     def _check_files(self, folder: Location, name: str, typestr: str | None, depth: int) -> ItemReport:
         is_json = typestr is not None and handler_for_typestr(typestr) is JsonCheckpointHandler
-        parsed, unchecked, nested = [], [], []
+        parsed: list[str] = []
+        unchecked: list[str] = []
+        nested: list[ItemReport] = []
         for child in folder.list_names():
             location = folder / child
             if not is_item_name(child) and not child.startswith("_"):
