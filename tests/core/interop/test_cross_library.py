@@ -32,6 +32,7 @@ from core.interop.interop_support import (
     ocp,
     orbax_ocp,
     read_json,
+    restore_args_for,
     sharding_matches,
 )
 from jax.sharding import NamedSharding, SingleDeviceSharding
@@ -168,21 +169,13 @@ def test_restore_onto_target(case: tuple[str, str], placement: str, tmp_path: Pa
     assert_shardings_match(restored, target, _id(case))
 
 
-def _restore_args(lib: Any, leaf: Any) -> Any:
-    if isinstance(leaf, jax.ShapeDtypeStruct):
-        return lib.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype)
-    if isinstance(leaf, np.ndarray):
-        return lib.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
-    return lib.RestoreArgs(restore_type=type(leaf))
-
-
 @pytest.mark.parametrize("writer", BOTH_WAYS)
 def test_restore_pytree_with_restore_args(writer: str, tmp_path: Path) -> None:
     tree = mixed_tree(seed=5)
     write_case((writer, "pytree"), tmp_path / "ckpt", tree)
     lib, target = reader_of(writer), abstract_of(tree)
     args = lib.args.PyTreeRestore(item=target, restore_args=jax.tree.map(
-        lambda leaf: _restore_args(lib, leaf), target))
+        lambda leaf: restore_args_for(lib, leaf), target))
     with lib.PyTreeCheckpointer() as checkpointer:
         restored = checkpointer.restore(tmp_path / "ckpt", args=args)
     assert_trees_bit_equal(restored, tree, where="PyTreeRestore")
@@ -228,7 +221,7 @@ def test_orbax_restores_zero_size_arrays(tmp_path: Path) -> None:
     write_case(("jaxpoint", "pytree"), tmp_path / "ckpt", tree)
     target = abstract_of(tree)
     args = orbax_ocp.args.PyTreeRestore(item=target, restore_args=jax.tree.map(
-        lambda leaf: _restore_args(orbax_ocp, leaf), target))
+        lambda leaf: restore_args_for(orbax_ocp, leaf), target))
     with orbax_ocp.PyTreeCheckpointer() as checkpointer:
         restored = checkpointer.restore(tmp_path / "ckpt", args=args)
     assert_trees_bit_equal(restored, tree, where="zero-size")
