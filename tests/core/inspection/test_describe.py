@@ -10,7 +10,11 @@ import jax.numpy as jnp
 import jaxpoint.core as ocp
 import numpy as np
 import pytest
-from jaxpoint.core.errors import CheckpointNotFoundError, UncommittedCheckpointError
+from jaxpoint.core.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    UncommittedCheckpointError,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "orbax-0.12.8"
 
@@ -110,6 +114,8 @@ def test_describe_orbax_manager_step_with_json_items():
 
 
 def test_describe_refuses_what_is_not_a_committed_checkpoint(tmp_path):
+    with pytest.raises(CorruptCheckpointError, match="Pass a checkpoint folder"):
+        ocp.describe(DATA / "manager_composite_best" / "ckpt")
     with pytest.raises(CheckpointNotFoundError, match="missing"):
         ocp.describe(tmp_path / "missing")
     unfinished = tmp_path / "ckpt.orbax-checkpoint-tmp"

@@ -51,6 +51,12 @@ def describe(path: str | os.PathLike[str] | Location) -> dict[str, Any]:
         handlers = recorded.get(location.name) if isinstance(recorded, dict) else None
     else:
         ensure_committed(location)
+        if not (location / METADATA_FILE).exists():
+            raise CorruptCheckpointError(
+                f"Expected {METADATA_FILE} or {STEP_METADATA_FILE} in {location} (or "
+                f"{STEP_METADATA_FILE} in its parent), found neither (it holds "
+                f"{location.list_names()[:20]}). Pass a checkpoint folder (a step) or one of "
+                "its item folders, not the directory above it.")
     if isinstance(handlers, dict) and not (location / METADATA_FILE).exists():
         items = {name: describe_item(location / name, handlers.get(name))
                  for name in item_folders(location)}
