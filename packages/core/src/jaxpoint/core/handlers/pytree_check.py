@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from jaxpoint.core.errors import CorruptCheckpointError
 from jaxpoint.core.handlers.item_report import ItemReport
-from jaxpoint.core.handlers.pytree import ARRAY_METADATAS, STRINGS_FILE
+from jaxpoint.core.handlers.pytree import STRINGS_FILE, read_array_metadatas
 from jaxpoint.core.handlers.pytree_metadata import (
     ARRAY_TYPES,
     EMPTY_TYPES,
@@ -108,19 +108,14 @@ def _check_array_metadatas(folder: Location, leaves: dict[str, LeafRecord]
     """Validates `array_metadatas/process_<i>`; returns its files and the chunk shapes recorded."""
     files: list[str] = []
     chunks: dict[str, tuple[int, ...]] = {}
-    for process in (folder / ARRAY_METADATAS).list_names():
-        location = folder / ARRAY_METADATAS / process
+    for location, metas in read_array_metadatas(folder).items():
         files.append(str(location))
-        entries = read_json(location).get(ARRAY_METADATAS)
-        if not isinstance(entries, list):
-            raise CorruptCheckpointError(f"Expected a list {ARRAY_METADATAS!r} in {location}.")
-        for entry in entries:
-            meta = entry.get("array_metadata") if isinstance(entry, dict) else None
-            name = meta.get("param_name") if isinstance(meta, dict) else None
+        for meta in metas:
+            name = meta.get("param_name")
             leaf = leaves.get(name) if isinstance(name, str) else None
-            if meta is None or leaf is None or not leaf.is_array:
+            if leaf is None or not leaf.is_array:
                 raise CorruptCheckpointError(
-                    f"{location} describes {entry!r:.120}, which is not an array parameter "
+                    f"{location} describes {meta!r:.120}, which is not an array parameter "
                     "of the tree metadata.")
             write_shape = _shape_or_none(meta.get("write_shape"))
             chunk_shape = _shape_or_none(meta.get("chunk_shape"))
