@@ -1,17 +1,10 @@
-"""Each interop pattern written once, run in both directions: one library writes into
-tmp_path, the other restores bit-exactly.
-
-A *writer case* names the library that writes (`orbax`: the real orbax-checkpoint 0.12.8;
-`jaxpoint`: the library under test) and how it writes; the reader is always the other
-library. Both are driven through the same `args=` API, so every block below is written
-once against a module `lib` and runs on either side. Orbax's writer variants (zarr2 + zstd
-by default, zarr3, the legacy layout without OCDBT, small chunks, async) keep the suite
-covering orbax's writer wherever it runs.
+"""Other items (composite, JSON, array, random keys) and a manager directory, each
+pattern written once and run in both directions: one library writes into tmp_path, the
+other restores bit-exactly.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,206 +19,18 @@ from core.interop.interop_support import (
     assert_shardings_match,
     assert_trees_bit_equal,
     digest,
-    flatten,
     make_mesh,
     mixed_tree,
     ocp,
     orbax_ocp,
-    read_json,
-    restore_args_for,
     sharding_matches,
 )
-from jax.sharding import NamedSharding, SingleDeviceSharding
-
-LIBRARIES: dict[str, Any] = {"orbax": orbax_ocp, "jaxpoint": ocp}
-BOTH_WAYS = ("orbax", "jaxpoint")  # the writing library; the other one reads
-
-
-def reader_of(writer: str) -> Any:
-    return LIBRARIES["jaxpoint" if writer == "orbax" else "orbax"]
-
-
-# ---------------------------------------------------------------- how each library writes
-
-
-def _standard_checkpointer(lib: Any, path: Path, tree: Any) -> None:
-    with lib.StandardCheckpointer() as checkpointer:
-        checkpointer.save(path, tree)
-        checkpointer.wait_until_finished()
-
-
-def _standard_args(lib: Any, path: Path, tree: Any) -> None:
-    with lib.Checkpointer(lib.StandardCheckpointHandler()) as checkpointer:
-        checkpointer.save(path, args=lib.args.StandardSave(tree))
-
-
-def _standard_async(lib: Any, path: Path, tree: Any) -> None:
-    with lib.AsyncCheckpointer(lib.StandardCheckpointHandler()) as checkpointer:
-        checkpointer.save(path, args=lib.args.StandardSave(tree))
-        checkpointer.wait_until_finished()
-
-
-def _pytree(**handler_options: Any) -> Callable[[Any, Path, Any], None]:
-    def write(lib: Any, path: Path, tree: Any) -> None:
-        with lib.Checkpointer(lib.PyTreeCheckpointHandler(**handler_options)) as checkpointer:
-            checkpointer.save(path, args=lib.args.PyTreeSave(tree))
-
-    return write
-
-
-def _small_chunks(lib: Any, path: Path, tree: Any) -> None:
-    # 64-byte chunks: every array of more than 16 floats spans several chunks.
-    save_args = jax.tree.map(lambda _: lib.SaveArgs(chunk_byte_size=64), tree)
-    with lib.Checkpointer(lib.PyTreeCheckpointHandler(use_zarr3=True)) as checkpointer:
-        checkpointer.save(path, args=lib.args.PyTreeSave(tree, save_args=save_args))
-
-
-@dataclasses.dataclass(frozen=True)
-class Writer:
-    write: Callable[[Any, Path, Any], None]
-    is_pytree: bool  # read back with PyTreeCheckpointer, else StandardCheckpointer
-    layout: tuple[bool, bool] | None = None  # (use_ocdbt, use_zarr3) _METADATA must record
-
-
-WRITERS: dict[str, Writer] = {
-    "standard": Writer(_standard_checkpointer, False),
-    "standard_args": Writer(_standard_args, False),
-    "async_standard": Writer(_standard_async, False),
-    "pytree": Writer(_pytree(), True),
-    "pytree_zarr3_ocdbt": Writer(_pytree(use_zarr3=True), True, (True, True)),
-    "pytree_zarr2_no_ocdbt": Writer(_pytree(use_ocdbt=False), True, (False, False)),
-    "pytree_zarr3_no_ocdbt": Writer(_pytree(use_ocdbt=False, use_zarr3=True), True, (False, True)),
-    "pytree_zarr3_small_chunks": Writer(_small_chunks, True, (True, True)),
-}
-ORBAX_VARIANTS = [("orbax", name) for name in (
-    "standard", "async_standard", "pytree_zarr3_ocdbt", "pytree_zarr2_no_ocdbt",
-    "pytree_zarr3_no_ocdbt", "pytree_zarr3_small_chunks")]
-JAXPOINT_STANDARD = [("jaxpoint", name) for name in ("standard", "standard_args", "async_standard")]
-
-
-def _id(case: tuple[str, str]) -> str:
-    return f"{case[0]}-{case[1]}"
-
-
-def write_case(case: tuple[str, str], path: Path, tree: Any) -> None:
-    library, name = case
-    writer = WRITERS[name]
-    writer.write(LIBRARIES[library], path, tree)
-    if library == "orbax" and name == "standard":
-        # orbax's default: zarr2 with zstd inside OCDBT.
-        assert (read_json(path / "_METADATA")["use_zarr3"], (path / "manifest.ocdbt").is_file()) == (
-            False, True)
-    if writer.layout is not None:  # the checkpoint must really be the variant it is named after
-        use_ocdbt, use_zarr3 = writer.layout
-        metadata = read_json(path / "_METADATA")
-        assert (metadata["use_ocdbt"], metadata["use_zarr3"]) == writer.layout
-        assert (path / "manifest.ocdbt").is_file() == use_ocdbt
-        if not use_ocdbt:
-            assert (path / "f32" / ("zarr.json" if use_zarr3 else ".zarray")).is_file()
-
-
-def _checkpointer(case: tuple[str, str]) -> Any:
-    lib = reader_of(case[0])
-    return lib.PyTreeCheckpointer() if WRITERS[case[1]].is_pytree else lib.StandardCheckpointer()
-
-
-# ---------------------------------------------------------------- Standard and PyTree
-
-
-@pytest.mark.parametrize("case", [*ORBAX_VARIANTS, *JAXPOINT_STANDARD, ("jaxpoint", "pytree")], ids=_id)
-def test_restore_without_target(case: tuple[str, str], tmp_path: Path) -> None:
-    tree = mixed_tree(seed=11)
-    write_case(case, tmp_path / "ckpt", tree)
-    with _checkpointer(case) as checkpointer:
-        restored = checkpointer.restore(tmp_path / "ckpt")
-    assert_trees_bit_equal(restored, tree, where=_id(case))
-    # Without a target each sharding comes back from the `_sharding` file.
-    assert_shardings_match(restored, tree, _id(case))
-
-
-def _other_shardings() -> dict[str, jax.sharding.Sharding]:
-    mesh = make_mesh((8, 1), ("rows", "cols"))
-    return {
-        "sharded": NamedSharding(mesh, P("rows", None)),
-        "sharded_rows_bf16": NamedSharding(mesh, P()),
-        "replicated": SingleDeviceSharding(jax.devices()[7]),
-        "f32": NamedSharding(mesh, P(None, "cols")),
-    }
-
-
-@pytest.mark.parametrize(("case", "placement"), [
-    *[(case, "other") for case in ORBAX_VARIANTS], (("jaxpoint", "standard_args"), "other"),
-    *[(case, "saved") for case in JAXPOINT_STANDARD]], ids=lambda v: v if isinstance(v, str) else _id(v))
-def test_restore_onto_target(case: tuple[str, str], placement: str, tmp_path: Path) -> None:
-    tree = mixed_tree(seed=12)
-    write_case(case, tmp_path / "ckpt", tree)
-    target = abstract_of(tree)
-    if placement == "other":
-        for key, sharding in _other_shardings().items():
-            target[key] = jax.ShapeDtypeStruct(tree[key].shape, tree[key].dtype, sharding=sharding)
-    with reader_of(case[0]).StandardCheckpointer() as checkpointer:
-        restored = checkpointer.restore(tmp_path / "ckpt", target)
-    assert_trees_bit_equal(restored, tree, where=_id(case))
-    assert_shardings_match(restored, target, _id(case))
-
-
-@pytest.mark.parametrize("writer", BOTH_WAYS)
-def test_restore_pytree_with_restore_args(writer: str, tmp_path: Path) -> None:
-    tree = mixed_tree(seed=5)
-    write_case((writer, "pytree"), tmp_path / "ckpt", tree)
-    lib, target = reader_of(writer), abstract_of(tree)
-    args = lib.args.PyTreeRestore(item=target, restore_args=jax.tree.map(
-        lambda leaf: restore_args_for(lib, leaf), target))
-    with lib.PyTreeCheckpointer() as checkpointer:
-        restored = checkpointer.restore(tmp_path / "ckpt", args=args)
-    assert_trees_bit_equal(restored, tree, where="PyTreeRestore")
-    assert_shardings_match(restored, target, "PyTreeRestore")
-
-
-@pytest.mark.parametrize("case", [*ORBAX_VARIANTS, ("jaxpoint", "standard_args")], ids=_id)
-def test_metadata_reports_shapes_and_dtypes(case: tuple[str, str], tmp_path: Path) -> None:
-    tree = mixed_tree(seed=13)
-    write_case(case, tmp_path / "ckpt", tree)
-    with reader_of(case[0]).StandardCheckpointer() as checkpointer:
-        metadata = flatten(checkpointer.metadata(tmp_path / "ckpt").item_metadata)
-    assert sorted(metadata) == sorted(flatten(tree))
-    for key, leaf in flatten(tree).items():
-        if isinstance(leaf, jax.Array | np.ndarray):
-            found = (tuple(metadata[key].shape), jnp.dtype(metadata[key].dtype))
-            assert found == (leaf.shape, leaf.dtype), key
-
-
-@pytest.mark.parametrize("writer", BOTH_WAYS)
-def test_restore_pytree_non_array_leaves(writer: str, tmp_path: Path) -> None:
-    # Strings, bools, None and empty containers are PyTree leaves/nodes orbax keeps.
-    tree = {"name": "héllo wörld", "flag": writer == "orbax", "count": -3, "none": None,
-            "empty_dict": {}, "empty_list": [], "x": jnp.arange(3, dtype=jnp.int32)}
-    write_case((writer, "pytree"), tmp_path / "ckpt", tree)
-    with reader_of(writer).PyTreeCheckpointer() as checkpointer:
-        restored = checkpointer.restore(tmp_path / "ckpt")
-    assert jax.tree.structure(restored) == jax.tree.structure(tree)
-    assert_trees_bit_equal(restored, tree, where="non-array leaves")
-
-
-def test_orbax_restores_zero_size_arrays(tmp_path: Path) -> None:
-    # One direction only: orbax 0.12.8 refuses to *save* zero-size arrays ("Cannot save
-    # arrays with zero size") but reads them, so it must read what jaxpoint wrote.
-    mesh = make_mesh((8,), ("x",))
-    tree = {
-        "empty_f32": jnp.zeros((0, 3), jnp.float32),
-        "empty_bf16": jnp.zeros((5, 0), jnp.bfloat16),
-        "empty_sharded": jax.device_put(jnp.zeros((0, 8), jnp.int32), NamedSharding(mesh, P(None, "x"))),
-        "empty_np": np.zeros((0,), np.uint32),
-        "full": jnp.arange(4, dtype=jnp.int8),
-    }
-    write_case(("jaxpoint", "pytree"), tmp_path / "ckpt", tree)
-    target = abstract_of(tree)
-    args = orbax_ocp.args.PyTreeRestore(item=target, restore_args=jax.tree.map(
-        lambda leaf: restore_args_for(orbax_ocp, leaf), target))
-    with orbax_ocp.PyTreeCheckpointer() as checkpointer:
-        restored = checkpointer.restore(tmp_path / "ckpt", args=args)
-    assert_trees_bit_equal(restored, tree, where="zero-size")
-
+from core.interop.libraries import (
+    BOTH_WAYS,
+    LIBRARIES,
+    reader_of,
+)
+from jax.sharding import NamedSharding
 
 # ---------------------------------------------------------------- other handlers
 
