@@ -11,8 +11,7 @@ from typing import Any
 _EXPORTS = {
     "jaxpoint.core.checkpointers": (
         "AsyncCheckpointer", "AsyncOptions", "Checkpointer", "MultiprocessingOptions",
-        "ItemReport", "PyTreeCheckpointer", "StandardCheckpointer", "StepMetadata",
-        "VerificationReport", "restore", "save", "verify",
+        "PyTreeCheckpointer", "StandardCheckpointer", "StepMetadata", "restore", "save",
     ),
     "jaxpoint.core.errors": (
         "BackgroundSaveError", "BarrierTimeoutError", "CheckpointError", "CheckpointExistsError",
@@ -21,6 +20,7 @@ _EXPORTS = {
         "StepAlreadyExistsError", "StepNotFoundError", "StorageError", "TreeMismatchError",
         "UncommittedCheckpointError",
     ),
+    "jaxpoint.core.inspection": ("ItemReport", "VerificationReport", "describe", "verify"),
     "jaxpoint.core.manager": (
         "AnyPreservationPolicy", "AnySavePolicy", "BestN", "CheckpointInfo", "CheckpointManager",
         "CheckpointManagerOptions", "CompositeStepNameFormat", "ContinuousCheckpointingPolicy",

@@ -12,24 +12,20 @@ from jaxpoint.core.checkpointers.step_metadata import (
     read_step_metadata,
     write_step_metadata,
 )
-from jaxpoint.core.checkpointers.verification import ItemReport, VerificationReport, verify
 
 __all__ = [
     "STEP_METADATA_FILE",
     "AsyncCheckpointer",
     "AsyncOptions",
     "Checkpointer",
-    "ItemReport",
     "MultiprocessingOptions",
     "PyTreeCheckpointer",
     "SaveJob",
     "StandardCheckpointer",
     "StepMetadata",
-    "VerificationReport",
     "ensure_committed",
     "read_step_metadata",
     "restore",
     "save",
-    "verify",
     "write_step_metadata",
 ]

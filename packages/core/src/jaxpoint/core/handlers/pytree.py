@@ -128,26 +128,45 @@ def _read_extras(item: Location, record: TreeRecord) -> SavedExtras:
     strings: dict[str, str] = {}
     if any(leaf.value_type == "string" for leaf in record.leaves):
         strings = read_json(item / STRINGS_FILE)
-    key_impls: dict[str, str] = {}
+    shardings = read_shardings(item) if any(leaf.value_type == JAX_ARRAY for leaf in record.leaves) else {}
+    return SavedExtras(strings=strings, shardings=shardings, key_impls=read_random_key_impls(item))
+
+
+def read_array_metadatas(item: Location) -> dict[Location, list[dict[str, Any]]]:
+    """The `array_metadata` objects of each `array_metadatas/process_<i>` file of `item`.
+
+    Raises CorruptCheckpointError for a file without the list or an entry that is not an
+    object; what each object holds is for the caller to check.
+    """
+    found: dict[Location, list[dict[str, Any]]] = {}
     for name in (item / ARRAY_METADATAS).list_names():
-        entries = read_json(item / ARRAY_METADATAS / name).get("array_metadatas", [])
+        location = item / ARRAY_METADATAS / name
+        entries = read_json(location).get("array_metadatas")
         if not isinstance(entries, list):
             raise CorruptCheckpointError(
-                f"Expected a list under 'array_metadatas' in {item / ARRAY_METADATAS / name}, "
-                f"got {type(entries).__name__}. The file is corrupt."
-            )
+                f"Expected a list under 'array_metadatas' in {location}, got "
+                f"{type(entries).__name__}. The file is corrupt; restore an earlier checkpoint.")
+        metas = []
         for entry in entries:
             meta = entry.get("array_metadata") if isinstance(entry, dict) else None
             if not isinstance(meta, dict):
                 raise CorruptCheckpointError(
-                    f"Expected objects with an 'array_metadata' object in "
-                    f"{item / ARRAY_METADATAS / name}, got {entry!r:.200}. The file is corrupt."
-                )
+                    f"Expected objects with an 'array_metadata' object in {location}, got "
+                    f"{entry!r:.200}. The file is corrupt; restore an earlier checkpoint.")
+            metas.append(meta)
+        found[location] = metas
+    return found
+
+
+def read_random_key_impls(item: Location) -> dict[str, str]:
+    """The PRNG implementation of each typed-key leaf, from `array_metadatas/process_<i>`."""
+    key_impls: dict[str, str] = {}
+    for metas in read_array_metadatas(item).values():
+        for meta in metas:
             ext = meta.get("ext_metadata") or {}
             if isinstance(ext, dict) and isinstance(ext.get("random_key_impl"), str):
                 key_impls[str(meta.get("param_name"))] = ext["random_key_impl"]
-    shardings = read_shardings(item) if any(leaf.value_type == JAX_ARRAY for leaf in record.leaves) else {}
-    return SavedExtras(strings=strings, shardings=shardings, key_impls=key_impls)
+    return key_impls
 
 
 @register_with_handler(PyTreeCheckpointHandler, for_save=True)

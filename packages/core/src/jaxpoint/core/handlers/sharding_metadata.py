@@ -25,6 +25,14 @@ def _encode_name(param_name: str) -> str:
     return base64.urlsafe_b64encode(param_name.encode()).decode()
 
 
+def decode_name(key: str) -> str:
+    """The parameter name of a `_sharding` key; ValueError when it is not one."""
+    try:
+        return base64.urlsafe_b64decode(key.encode("ascii")).decode("utf-8")
+    except (TypeError, AttributeError, UnicodeError) as error:
+        raise ValueError(f"{key!r:.80} is not a base64 parameter name") from error
+
+
 def describe_sharding(sharding: jax.sharding.Sharding) -> dict[str, Any] | None:
     if isinstance(sharding, jax.sharding.NamedSharding):
         mesh = sharding.mesh
@@ -91,8 +99,8 @@ def read_shardings(item: Location) -> SavedShardings:
     if isinstance(raw, dict):
         for key, value in raw.items():
             try:
-                decoded[base64.urlsafe_b64decode(key.encode()).decode()] = value
-            except (ValueError, TypeError, AttributeError):
+                decoded[decode_name(key)] = value
+            except ValueError:
                 continue
     return SavedShardings(decoded)
 

@@ -20,6 +20,8 @@ import tensorstore as ts
 from jaxpoint.core.errors import CheckpointError, CorruptCheckpointError, StorageError
 from jaxpoint.core.storage import small_arrays
 from jaxpoint.core.storage.array_format import (
+    ZARR2_HEADER,
+    ZARR3_HEADER,
     ArrayFormat,
     create_spec,
     item_database_spec,
@@ -112,7 +114,7 @@ def _write_small(item: Location, database: dict[str, Any], writes: Sequence[Arra
     for write in writes:
         name = write.param_name
         target = store.with_transaction(transaction)
-        pending.append(target.write(_key(name, "zarr.json"),
+        pending.append(target.write(_key(name, ZARR3_HEADER),
                                     small_arrays.zarr_json(write.shape, write.dtype)))
         if name in encoded:
             pending.append(target.write(_key(name, small_arrays.chunk_key(write.shape)),
@@ -208,7 +210,7 @@ def _read_headers(item: Location, names: Sequence[str], *, use_ocdbt: bool,
     if not names:
         return None, {}, set()
     spec = item_database_spec(item) if use_ocdbt else item.kvstore_spec()
-    header = "zarr.json" if use_zarr3 else ".zarray"
+    header = ZARR3_HEADER if use_zarr3 else ZARR2_HEADER
     try:
         store = ts.KvStore.open(spec, context=shared_context()).result()
     except Exception:  # reported with context by the regular path
