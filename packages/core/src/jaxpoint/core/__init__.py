@@ -32,13 +32,18 @@ _EXPORTS = {
     ),
     "jaxpoint.core.handlers": (
         "ArrayCheckpointHandler", "ArrayMetadata", "ArrayRestoreArgs", "CheckpointHandler",
-        "CompositeCheckpointHandler", "JaxRandomKeyCheckpointHandler", "JsonCheckpointHandler",
+        "CheckpointHandlerRegistry", "CompositeCheckpointHandler",
+        "DefaultCheckpointHandlerRegistry", "JaxRandomKeyCheckpointHandler", "JsonCheckpointHandler",
         "NumpyRandomKeyCheckpointHandler", "ProtoCheckpointHandler", "PyTreeCheckpointHandler",
         "RestoreArgs", "SaveArgs", "SingleReplicaArrayHandler", "SingleReplicaArrayRestoreArgs",
         "StandardCheckpointHandler", "register_with_handler",
     ),
 }
-_SUBMODULES = ("args", "errors", "manager", "multihost")
+_SUBMODULES = (
+    "args", "checkpoint_args", "checkpoint_manager", "checkpoint_managers", "checkpoint_utils",
+    "checkpointers", "errors", "handlers", "manager", "multihost", "options", "path",
+    "test_utils", "tree", "type_handlers", "utils",
+)
 _ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted([*_ORIGIN, *_SUBMODULES])

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import jax
 from jaxpoint.core.errors import CorruptCheckpointError
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
+from jaxpoint.core.handlers.custom_leaves import finalize_custom, serialize_custom
 from jaxpoint.core.handlers.pytree_metadata import (
     JAX_ARRAY,
     TreeRecord,
@@ -27,6 +29,7 @@ from jaxpoint.core.handlers.single_replica import (
     has_single_replica_args,
 )
 from jaxpoint.core.handlers.tree_metadata_view import ArrayMetadata, ScalarMetadata, describe_tree
+from jaxpoint.core.handlers.type_registry import GLOBAL_TYPE_HANDLER_REGISTRY
 from jaxpoint.core.storage import (
     ArrayFormat,
     Location,
@@ -55,6 +58,7 @@ class PyTreeCheckpointHandler:
         self._format = ArrayFormat(use_ocdbt=use_ocdbt, use_zarr3=use_zarr3,
                                    compression=compression, zstd_level=zstd_level)
         self._single_replica = single_replica_handler
+        self._custom_handlers: list[Any] = []
 
     def stage(self, directory: Location, args: Any, *, context: SaveContext) -> WriteStep:
         staged = stage_tree(args.item, args.save_args, is_primary=context.is_primary,
@@ -63,6 +67,8 @@ class PyTreeCheckpointHandler:
                             use_zarr3=self._format.use_zarr3,
                             custom_metadata=getattr(args, "custom_metadata", None))
         fmt = self._format
+        # Custom TypeHandlers of this save, finalized after every process wrote.
+        self._custom_handlers = list({id(leaf.handler): leaf.handler for leaf in staged.custom}.values())
 
         def write() -> None:
             self._write(directory, staged, record, fmt, context)
@@ -74,6 +80,8 @@ class PyTreeCheckpointHandler:
                context: SaveContext) -> None:
         item.make_folder()
         write_arrays(item, staged.writes, fmt=fmt, process_index=context.process_index)
+        serialize_custom(item, staged.custom, use_ocdbt=fmt.use_ocdbt, use_zarr3=fmt.use_zarr3,
+                         use_compression=fmt.compression is not None)
         (item / ARRAY_METADATAS).make_folder()
         (item / ARRAY_METADATAS / f"process_{context.process_index}").write_json(
             {"array_metadatas": staged.array_metadatas})
@@ -86,6 +94,7 @@ class PyTreeCheckpointHandler:
     def finalize(self, directory: Location, *, context: SaveContext) -> None:
         if self._format.use_ocdbt:
             merge_process_databases(directory)
+        finalize_custom(directory, self._custom_handlers)
 
     def restore(self, directory: Location, args: Any | None = None) -> Any:
         record = read_tree_record(directory)
@@ -93,7 +102,7 @@ class PyTreeCheckpointHandler:
         target = getattr(args, "item", None)
         restore_args = getattr(args, "restore_args", None)
         if has_single_replica_args(restore_args):
-            single_replica = self._single_replica or SingleReplicaArrayHandler()
+            single_replica = self._single_replica or _registered_single_replica_handler()
             return single_replica.restore_tree(
                 directory, record, extras, target=target, restore_args=restore_args,
                 strict=getattr(args, "strict", True),
@@ -105,6 +114,12 @@ class PyTreeCheckpointHandler:
     def metadata(self, directory: Location) -> Any:
         record = read_tree_record(directory)
         return describe_tree(directory, record, read_shardings(directory))
+
+
+def _registered_single_replica_handler() -> SingleReplicaArrayHandler:
+    """The jax.Array handler registered with `register_type_handler`, as MaxText does, or a default."""
+    registered = GLOBAL_TYPE_HANDLER_REGISTRY.get(jax.Array)
+    return registered if isinstance(registered, SingleReplicaArrayHandler) else SingleReplicaArrayHandler()
 
 
 def _read_extras(item: Location, record: TreeRecord) -> SavedExtras:

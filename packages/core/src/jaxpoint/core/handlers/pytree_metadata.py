@@ -21,6 +21,8 @@ SCALAR = "scalar"
 STRING = "string"
 EMPTY_TYPES = {"None": None, "Dict": dict, "List": list, "Tuple": tuple}
 ARRAY_TYPES = (JAX_ARRAY, NP_ARRAY, SCALAR)
+# Value types jaxpoint reads itself; any other one names a custom TypeHandler's typestr.
+KNOWN_VALUE_TYPES = frozenset((*ARRAY_TYPES, STRING, *EMPTY_TYPES))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -15,10 +15,12 @@ from typing import Any
 
 import jax
 import numpy as np
-from jaxpoint.core.errors import CorruptCheckpointError, TreeMismatchError
+from jaxpoint.core.errors import CorruptCheckpointError, TreeMismatchError, UnsupportedLeafError
+from jaxpoint.core.handlers.custom_leaves import custom_handler_for_restore, deserialize_custom
 from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs, as_dtype
 from jaxpoint.core.handlers.pytree_metadata import (
     EMPTY_TYPES,
+    KNOWN_VALUE_TYPES,
     NP_ARRAY,
     SCALAR,
     STRING,
@@ -348,9 +350,9 @@ def restore_tree(item: Location, record: TreeRecord, extras: SavedExtras, *, tar
     """Restores the item as the target's structure, or as nested dicts/lists without one."""
     structure = target if target is not None else restore_args
     if structure is None:
-        plans = [plan_leaf(leaf, None, None, extras, strict=strict) for leaf in record.leaves]
-        values = execute_plans(item, record, plans, extras)
-        return build_tree((plan.path, value) for plan, value in zip(plans, values, strict=True))
+        leaves = [(leaf, None, None) for leaf in record.leaves]
+        values = _restore_values(item, record, extras, leaves, strict=strict)
+        return build_tree((leaf.path, value) for leaf, value in zip(record.leaves, values, strict=True))
     entries, treedef = match_target(record, structure, partial=partial)
     saved = {leaf.path.param_name: leaf for leaf in record.leaves}
     if target is not None and restore_args is not None:
@@ -360,7 +362,39 @@ def restore_tree(item: Location, record: TreeRecord, extras: SavedExtras, *, tar
         args_leaves, target_leaves = [None] * len(entries), [leaf for _, leaf in entries]
     else:
         args_leaves, target_leaves = [leaf for _, leaf in entries], [None] * len(entries)
-    plans = [plan_leaf(saved[path.param_name], t, a, extras, strict=strict)
-             for (path, _), t, a in zip(entries, target_leaves, args_leaves, strict=True)]
-    values = execute_plans(item, record, plans, extras)
+    leaves = [(saved[path.param_name], t, a)
+              for (path, _), t, a in zip(entries, target_leaves, args_leaves, strict=True)]
+    values = _restore_values(item, record, extras, leaves, strict=strict)
     return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def _restore_values(item: Location, record: TreeRecord, extras: SavedExtras,
+                    leaves: Sequence[tuple[LeafRecord, Any, Any]], *, strict: bool) -> list[Any]:
+    """Values of `(record, target leaf, restore args)` triples, in order.
+
+    Leaves of a registered custom TypeHandler come from its `deserialize`; the rest are planned
+    and read in bulk.
+    """
+    handlers = [custom_handler_for_restore(leaf.value_type, args) for leaf, _, args in leaves]
+    custom = [i for i, handler in enumerate(handlers) if handler is not None]
+    for (leaf, _, _), handler in zip(leaves, handlers, strict=True):
+        if handler is None and leaf.value_type not in KNOWN_VALUE_TYPES:
+            raise UnsupportedLeafError(
+                f"Expected a registered TypeHandler for value type {leaf.value_type!r} at tree "
+                f"path {leaf.path} of {item}, found none. The leaf was saved by a custom "
+                "handler. To fix, call ocp.type_handlers.register_type_handler(<its type>, "
+                "<its handler>) before restoring."
+            )
+    native = [i for i, handler in enumerate(handlers) if handler is None]
+    plans = [plan_leaf(leaves[i][0], leaves[i][1], leaves[i][2], extras, strict=strict)
+             for i in native]
+    values: list[Any] = [None] * len(leaves)
+    for i, value in zip(native, execute_plans(item, record, plans, extras), strict=True):
+        values[i] = value
+    if custom:
+        requests = [(leaves[i][0].path, handlers[i], leaves[i][2]) for i in custom]
+        restored = deserialize_custom(item, requests, use_ocdbt=record.use_ocdbt,
+                                      use_zarr3=record.use_zarr3)
+        for i, value in zip(custom, restored, strict=True):
+            values[i] = value
+    return values

@@ -55,6 +55,7 @@ from jaxpoint.core.handlers.pytree_restore import (
     match_target,
     plan_leaf,
 )
+from jaxpoint.core.handlers.type_handler import ArrayHandler
 from jaxpoint.core.storage import Location
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def broadcast_batches(bytes_per_leaf: Sequence[int], limit_bytes: int) -> list[r
     return batches
 
 
-class SingleReplicaArrayHandler:
+class SingleReplicaArrayHandler(ArrayHandler):
     """Restores the leaves with `SingleReplicaArrayRestoreArgs` of a tree item.
 
     `replica_axis_index`: the mesh axis along which the state is replicated.
