@@ -204,7 +204,7 @@ def _fit(buffer: np.ndarray, region: Region, dtype: np.dtype) -> np.ndarray:
 
 
 def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
-                  extras: SavedExtras) -> list[Any]:
+                  extras: SavedExtras, *, read_ahead_bytes: int | None = None) -> list[Any]:
     """Reads every array leaf concurrently and returns the restored values in plan order."""
     array_plans = [p for p in plans if p.kind in ("jax", "numpy", "scalar")]
     stores = open_arrays(item, [p.path.param_name for p in array_plans],
@@ -240,8 +240,10 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
         return data
 
     to_devices = any(on_accelerator.values())
+    if read_ahead_bytes is None:  # restore_concurrent_gb, when the handler was given one
+        read_ahead_bytes = DEVICE_READ_AHEAD_BYTES if to_devices else None
     buffers = read_arrays(item, stores, reads, consume=to_accelerator if to_devices else None,
-                          read_ahead_bytes=DEVICE_READ_AHEAD_BYTES if to_devices else None)
+                          read_ahead_bytes=read_ahead_bytes)
     values: dict[int, Any] = {}
     whole: list[tuple[LeafPlan, np.ndarray]] = []
     for plan, layout, data in zip(array_plans, layouts, buffers, strict=True):
@@ -346,12 +348,14 @@ def _assemble(plan: LeafPlan, layout: tuple, data: list[np.ndarray]) -> Any:
 
 
 def restore_tree(item: Location, record: TreeRecord, extras: SavedExtras, *, target: Any,
-                 restore_args: Any, strict: bool, partial: bool) -> Any:
+                 restore_args: Any, strict: bool, partial: bool,
+                 read_ahead_bytes: int | None = None) -> Any:
     """Restores the item as the target's structure, or as nested dicts/lists without one."""
     structure = target if target is not None else restore_args
     if structure is None:
         leaves = [(leaf, None, None) for leaf in record.leaves]
-        values = _restore_values(item, record, extras, leaves, strict=strict)
+        values = _restore_values(item, record, extras, leaves, strict=strict,
+                             read_ahead_bytes=read_ahead_bytes)
         return build_tree((leaf.path, value) for leaf, value in zip(record.leaves, values, strict=True))
     entries, treedef = match_target(record, structure, partial=partial)
     saved = {leaf.path.param_name: leaf for leaf in record.leaves}
@@ -364,12 +368,14 @@ def restore_tree(item: Location, record: TreeRecord, extras: SavedExtras, *, tar
         args_leaves, target_leaves = [leaf for _, leaf in entries], [None] * len(entries)
     leaves = [(saved[path.param_name], t, a)
               for (path, _), t, a in zip(entries, target_leaves, args_leaves, strict=True)]
-    values = _restore_values(item, record, extras, leaves, strict=strict)
+    values = _restore_values(item, record, extras, leaves, strict=strict,
+                             read_ahead_bytes=read_ahead_bytes)
     return jax.tree_util.tree_unflatten(treedef, values)
 
 
 def _restore_values(item: Location, record: TreeRecord, extras: SavedExtras,
-                    leaves: Sequence[tuple[LeafRecord, Any, Any]], *, strict: bool) -> list[Any]:
+                    leaves: Sequence[tuple[LeafRecord, Any, Any]], *, strict: bool,
+                    read_ahead_bytes: int | None = None) -> list[Any]:
     """Values of `(record, target leaf, restore args)` triples, in order.
 
     Leaves of a registered custom TypeHandler come from its `deserialize`; the rest are planned
@@ -389,7 +395,8 @@ def _restore_values(item: Location, record: TreeRecord, extras: SavedExtras,
     plans = [plan_leaf(leaves[i][0], leaves[i][1], leaves[i][2], extras, strict=strict)
              for i in native]
     values: list[Any] = [None] * len(leaves)
-    for i, value in zip(native, execute_plans(item, record, plans, extras), strict=True):
+    read = execute_plans(item, record, plans, extras, read_ahead_bytes=read_ahead_bytes)
+    for i, value in zip(native, read, strict=True):
         values[i] = value
     if custom:
         requests = [(leaves[i][0].path, handlers[i], leaves[i][2]) for i in custom]
