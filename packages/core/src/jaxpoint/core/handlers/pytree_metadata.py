@@ -21,8 +21,10 @@ SCALAR = "scalar"
 STRING = "string"
 EMPTY_TYPES = {"None": None, "Dict": dict, "List": list, "Tuple": tuple}
 ARRAY_TYPES = (JAX_ARRAY, NP_ARRAY, SCALAR)
-# Value types jaxpoint reads itself; any other one names a custom TypeHandler's typestr.
-KNOWN_VALUE_TYPES = frozenset((*ARRAY_TYPES, STRING, *EMPTY_TYPES))
+# Value types Orbax's own handlers record (jaxpoint reads the ones it supports itself);
+# any other one names a custom TypeHandler's typestr.
+KNOWN_VALUE_TYPES = frozenset((*ARRAY_TYPES, STRING, *EMPTY_TYPES, "NamedTuple", "Unknown",
+                               "placeholder"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
