@@ -27,11 +27,15 @@ from jaxpoint.core.tree import (
     PyTree,
     deserialize_tree,
     from_flat_dict,
+    is_dict_key,
     is_empty_node,
+    is_sequence_key,
     serialize_tree,
     to_flat_dict,
     to_shape_dtype_struct,
 )
+from jaxpoint.core.tree import key_name as get_key_name
+from jaxpoint.core.tree import str_keypath as tuple_path_from_keypath
 
 # Orbax's name for the same barrier (a process barrier here, as in Orbax's utils).
 sync_global_devices = sync_global_processes
@@ -39,9 +43,9 @@ sync_global_devices = sync_global_processes
 __all__ = [
     "PyTree", "TMP_DIR_SUFFIX", "any_checkpoint_step", "broadcast_one_to_all", "checkpoint_steps",
     "checkpoint_steps_paths", "deserialize_tree", "from_flat_dict",
-    "fully_replicated_host_local_array_to_global_array", "get_save_directory",
-    "is_checkpoint_finalized", "is_empty_node", "is_primary_host", "is_tmp_checkpoint",
+    "fully_replicated_host_local_array_to_global_array", "get_key_name", "get_save_directory",
+    "is_checkpoint_finalized", "is_dict_key", "is_empty_node", "is_sequence_key", "is_primary_host", "is_tmp_checkpoint",
     "reached_preemption", "record_saved_duration", "serialize_tree", "step_from_checkpoint_name",
     "sync_global_devices", "sync_global_processes", "tmp_checkpoints", "to_flat_dict",
-    "to_shape_dtype_struct",
+    "to_shape_dtype_struct", "tuple_path_from_keypath",
 ]

@@ -11,26 +11,7 @@ from typing import Any
 import jax
 from jaxpoint.core.errors import TreeMismatchError
 from jaxpoint.core.tree.flatten import is_empty_node
-
-
-def _key_name(entry: Any) -> Any:
-    if isinstance(entry, jax.tree_util.SequenceKey):
-        return entry.idx
-    if isinstance(entry, jax.tree_util.DictKey):
-        return entry.key if isinstance(entry.key, str) else str(entry.key)
-    if isinstance(entry, jax.tree_util.GetAttrKey):
-        return entry.name
-    if isinstance(entry, jax.tree_util.FlattenedIndexKey):
-        return entry.key
-    raise TypeError(
-        f"Expected a sequence, dict, attribute or flattened-index key, got "
-        f"{type(entry).__name__} {entry!r}. To fix, register the node with "
-        "jax.tree_util.register_pytree_with_keys."
-    )
-
-
-def _is_sequence(entry: Any) -> bool:
-    return isinstance(entry, jax.tree_util.SequenceKey | jax.tree_util.FlattenedIndexKey)
+from jaxpoint.core.tree.keys import is_sequence_key, key_name
 
 
 def _place(node: Any, key: int | str, value: Any, *, is_sequence: bool) -> Any:
@@ -54,13 +35,13 @@ def serialize_tree(tree: Any, keep_empty_nodes: bool = False) -> Any:
         )
     if not pairs[0][0]:
         return pairs[0][1]
-    root: Any = [] if _is_sequence(pairs[0][0][0]) else {}
+    root: Any = [] if is_sequence_key(pairs[0][0][0]) else {}
     for key_path, leaf in pairs:
         node = root
         for depth, entry in enumerate(key_path):
             last = depth == len(key_path) - 1
-            child = leaf if last else ([] if _is_sequence(key_path[depth + 1]) else {})
-            placed = _place(node, _key_name(entry), child, is_sequence=_is_sequence(entry))
+            child = leaf if last else ([] if is_sequence_key(key_path[depth + 1]) else {})
+            placed = _place(node, key_name(entry), child, is_sequence=is_sequence_key(entry))
             node = placed
     return root
 
@@ -71,7 +52,7 @@ def deserialize_tree(serialized: Any, target: Any, keep_empty_nodes: bool = Fals
     def lookup(key_path: tuple[Any, ...], _: Any) -> Any:
         node = serialized
         for entry in key_path:
-            name = _key_name(entry)
+            name = key_name(entry)
             try:
                 if isinstance(node, dict) and name not in node:
                     name = str(name)
