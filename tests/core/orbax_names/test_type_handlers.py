@@ -79,7 +79,8 @@ def test_custom_handler_round_trip_with_and_without_target(tmp_path, registry):
     checkpointer = ocp.PyTreeCheckpointer()
     checkpointer.save(tmp_path / "c", args=ocp.args.PyTreeSave(tree))
     # finalize runs before the commit, in the save's work folder, as in Orbax.
-    assert handler.calls == ["serialize", "finalize:c.orbax-checkpoint-tmp"]
+    assert handler.calls[0] == "serialize" and len(handler.calls) == 2
+    assert handler.calls[1].startswith("finalize:c.orbax-checkpoint-tmp")
     saved = json.loads((tmp_path / "c" / "_METADATA").read_text())["tree_metadata"]
     assert saved["('p',)"]["value_metadata"]["value_type"] == "Point"
     assert json.loads((tmp_path / "c" / "q.0").read_text()) == {"x": 3.0, "y": 4.0}

@@ -5,7 +5,7 @@ Nothing is defined here; each name is re-exported from its layer (`tree`, `manag
 """
 
 from jaxpoint.core.checkpointers.save_duration import record_saved_duration
-from jaxpoint.core.manager.step_paths import (
+from jaxpoint.core.inspection.step_paths import (
     TMP_DIR_SUFFIX,
     any_checkpoint_step,
     checkpoint_steps,
@@ -13,9 +13,9 @@ from jaxpoint.core.manager.step_paths import (
     get_save_directory,
     step_from_checkpoint_name,
 )
-from jaxpoint.core.manager.step_paths import all_temporary_paths as tmp_checkpoints
-from jaxpoint.core.manager.step_paths import is_path_finalized as is_checkpoint_finalized
-from jaxpoint.core.manager.step_paths import is_path_temporary as is_tmp_checkpoint
+from jaxpoint.core.inspection.step_paths import all_temporary_paths as tmp_checkpoints
+from jaxpoint.core.inspection.step_paths import is_path_finalized as is_checkpoint_finalized
+from jaxpoint.core.inspection.step_paths import is_path_temporary as is_tmp_checkpoint
 from jaxpoint.core.multihost import (
     broadcast_one_to_all,
     fully_replicated_host_local_array_to_global_array,

@@ -8,6 +8,7 @@ caller asked for `strict=False` (pad or truncate shapes, cast dtypes).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from jaxpoint.core.handlers.pytree_metadata import (
 from jaxpoint.core.handlers.sharding_metadata import sharding_from_description
 from jaxpoint.core.storage import ArrayRead, Location, open_arrays, read_arrays
 from jaxpoint.core.tree import TreePath, build_tree, flatten_with_paths
+
+logger = logging.getLogger(__name__)
 
 # Bytes read ahead when leaves go to an accelerator: each host buffer is released once
 # copied to its device, so reading further ahead costs host memory only while in flight.
@@ -120,6 +123,25 @@ def plan_leaf(record: LeafRecord, target: Any, args: Any, extras: SavedExtras,
     return plan
 
 
+def _warn_about_lost_shardings(item: Location, plans: list[LeafPlan],
+                               extras: SavedExtras) -> None:
+    """One warning when arrays saved over devices missing here land on one device."""
+    lost = 0
+    for plan in plans:
+        saved = extras.shardings.get(plan.path.param_name) if plan.kind == "jax" else None
+        if saved and isinstance(plan.sharding, jax.sharding.SingleDeviceSharding) and (
+                saved.get("sharding_type") != "SingleDeviceSharding"
+                or saved.get("device_id") not in (None, next(iter(plan.sharding.device_set)).id)):
+            lost += 1
+    if lost:
+        logger.warning(
+            "%d array(s) in %s were saved on devices this process does not have (it sees %d); "
+            "restored without a target, they are placed on one device, %s. To restore onto "
+            "shardings of your choice, pass a target whose leaves carry them, e.g. "
+            "jax.ShapeDtypeStruct(shape, dtype, sharding=...).", lost, item,
+            jax.device_count(), jax.local_devices()[0])
+
+
 def _is_key_dtype(dtype: Any) -> bool:
     return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
@@ -148,7 +170,9 @@ def match_target(record: TreeRecord, structure: Any, *, partial: bool) -> tuple[
             parts.append(f"the checkpoint has keys the target lacks: {extra[:20]}")
         raise TreeMismatchError(
             f"Expected the target tree to match the saved tree, but {'; '.join(parts)}. To fix, "
-            "pass a target with the saved structure (see metadata(path)), or restore a subset "
+            "pass a target with the saved structure (list it with "
+            "ocp.StandardCheckpointer().metadata(path).item_metadata, see "
+            "docs/getting-started.md), or restore a subset "
             "with PyTreeRestore(item, partial_restore=True)."
         )
     return entries, treedef
@@ -355,7 +379,7 @@ def restore_tree(item: Location, record: TreeRecord, extras: SavedExtras, *, tar
     if structure is None:
         leaves = [(leaf, None, None) for leaf in record.leaves]
         values = _restore_values(item, record, extras, leaves, strict=strict,
-                             read_ahead_bytes=read_ahead_bytes)
+                                 read_ahead_bytes=read_ahead_bytes, warn_lost_shardings=True)
         return build_tree((leaf.path, value) for leaf, value in zip(record.leaves, values, strict=True))
     entries, treedef = match_target(record, structure, partial=partial)
     saved = {leaf.path.param_name: leaf for leaf in record.leaves}
@@ -375,7 +399,8 @@ def restore_tree(item: Location, record: TreeRecord, extras: SavedExtras, *, tar
 
 def _restore_values(item: Location, record: TreeRecord, extras: SavedExtras,
                     leaves: Sequence[tuple[LeafRecord, Any, Any]], *, strict: bool,
-                    read_ahead_bytes: int | None = None) -> list[Any]:
+                    read_ahead_bytes: int | None = None,
+                    warn_lost_shardings: bool = False) -> list[Any]:
     """Values of `(record, target leaf, restore args)` triples, in order.
 
     Leaves of a registered custom TypeHandler come from its `deserialize`; the rest are planned
@@ -394,6 +419,8 @@ def _restore_values(item: Location, record: TreeRecord, extras: SavedExtras,
     native = [i for i, handler in enumerate(handlers) if handler is None]
     plans = [plan_leaf(leaves[i][0], leaves[i][1], leaves[i][2], extras, strict=strict)
              for i in native]
+    if warn_lost_shardings:
+        _warn_about_lost_shardings(item, plans, extras)
     values: list[Any] = [None] * len(leaves)
     read = execute_plans(item, record, plans, extras, read_ahead_bytes=read_ahead_bytes)
     for i, value in zip(native, read, strict=True):

@@ -11,6 +11,9 @@ from jaxpoint.core.multihost.host_local_arrays import (
     fully_replicated_host_local_array_to_global_array,
 )
 from jaxpoint.core.multihost.preemption import (
+    PreemptionSource,
+    SigtermPreemption,
+    default_preemption_source,
     install_preemption_handler,
     reached_preemption,
     reset_preemption_handler,
@@ -18,10 +21,13 @@ from jaxpoint.core.multihost.preemption import (
 from jaxpoint.core.multihost.processes import is_primary_host, process_count, process_index
 
 __all__ = [
+    "PreemptionSource",
+    "SigtermPreemption",
     "agree_on_success",
     "broadcast_one_to_all",
     "broadcast_one_to_some",
     "fully_replicated_host_local_array_to_global_array",
+    "default_preemption_source",
     "install_preemption_handler",
     "is_primary_host",
     "process_count",

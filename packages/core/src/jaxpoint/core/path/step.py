@@ -1,13 +1,13 @@
 """`ocp.path.step`: step folder names and paths, as a facade over `jaxpoint.core.manager`."""
 
-from jaxpoint.core.manager.step_names import (
+from jaxpoint.core.inspection.step_names import (
     CompositeStepNameFormat,
     StandardStepNameFormat,
     composite_name_format,
     standard_name_format,
 )
-from jaxpoint.core.manager.step_names import StepNameFormat as NameFormat
-from jaxpoint.core.manager.step_paths import (
+from jaxpoint.core.inspection.step_names import StepNameFormat as NameFormat
+from jaxpoint.core.inspection.step_paths import (
     ALLOWED_STEP_NAME_PATTERN,
     TMP_DIR_STEP_PATTERN,
     TMP_DIR_SUFFIX,

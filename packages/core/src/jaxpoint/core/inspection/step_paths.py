@@ -1,4 +1,4 @@
-"""Orbax's path-level step helpers (`ocp.path.step`, `ocp.utils`): step folders as paths.
+"""Orbax's path-level step helpers (`ocp.path.step`, `ocp.utils`): step folders as paths, read without writing.
 
 These work on any folder of step checkpoints, without a CheckpointManager: they accept
 every name Orbax accepts (`42`, `<prefix>_42`) and count a folder as a step only once
@@ -12,7 +12,7 @@ import re
 
 from etils import epath
 from jaxpoint.core.errors import InvalidNameError
-from jaxpoint.core.manager.step_names import StepNameFormat, standard_name_format
+from jaxpoint.core.inspection.step_names import StepNameFormat, standard_name_format
 from jaxpoint.core.storage import TMP_SUFFIX, Location, commit_protocol_for, is_tmp_name
 
 PathLike = str | os.PathLike[str]
