@@ -33,15 +33,21 @@ _EXPORTS = {
     ),
     "jaxpoint.core.handlers": (
         "ArrayCheckpointHandler", "ArrayMetadata", "ArrayRestoreArgs", "CheckpointHandler",
-        "CompositeCheckpointHandler", "JaxRandomKeyCheckpointHandler", "JsonCheckpointHandler",
+        "CheckpointHandlerRegistry", "CompositeCheckpointHandler",
+        "DefaultCheckpointHandlerRegistry", "JaxRandomKeyCheckpointHandler", "JsonCheckpointHandler",
         "NumpyRandomKeyCheckpointHandler", "ProtoCheckpointHandler", "PyTreeCheckpointHandler",
         "RestoreArgs", "SaveArgs", "SingleReplicaArrayHandler", "SingleReplicaArrayRestoreArgs",
         "StandardCheckpointHandler", "register_with_handler",
     ),
     "jaxpoint.core.tree.placeholder": ("PLACEHOLDER",),
-    "jaxpoint.core.tree.transforms": ("RestoreTransform", "Transform"),
+    "jaxpoint.core.tree.transforms": ("RestoreTransform", "Transform", "apply_transformations",
+                                      "merge_trees"),
 }
-_SUBMODULES = ("args", "errors", "manager", "metadata", "multihost", "transform_utils")
+_SUBMODULES = (
+    "args", "checkpoint_args", "checkpoint_manager", "checkpoint_managers", "checkpoint_utils",
+    "checkpointers", "errors", "handlers", "manager", "metadata", "multihost", "options", "path",
+    "test_utils", "transform_utils", "tree", "type_handlers", "utils",
+)
 _ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted([*_ORIGIN, *_SUBMODULES])

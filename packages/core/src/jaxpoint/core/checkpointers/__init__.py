@@ -4,6 +4,7 @@ from jaxpoint.core.checkpointers.async_checkpointer import AsyncCheckpointer
 from jaxpoint.core.checkpointers.checkpointer import Checkpointer
 from jaxpoint.core.checkpointers.one_call import restore, save
 from jaxpoint.core.checkpointers.options import AsyncOptions, MultiprocessingOptions
+from jaxpoint.core.checkpointers.save_duration import record_saved_duration
 from jaxpoint.core.checkpointers.save_pipeline import SaveJob, ensure_committed
 from jaxpoint.core.checkpointers.standard import PyTreeCheckpointer, StandardCheckpointer
 from jaxpoint.core.checkpointers.step_metadata import (
@@ -25,6 +26,7 @@ __all__ = [
     "StepMetadata",
     "ensure_committed",
     "read_step_metadata",
+    "record_saved_duration",
     "restore",
     "save",
     "write_step_metadata",

@@ -10,8 +10,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import jax
 from jaxpoint.core.errors import CorruptCheckpointError, InvalidArgumentError
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
+from jaxpoint.core.handlers.custom_leaves import finalize_custom, serialize_custom
+from jaxpoint.core.handlers.orbax_keywords import (
+    compression_for,
+    concurrency_limits,
+    refuse_unsupported,
+)
 from jaxpoint.core.handlers.pytree_metadata import (
     JAX_ARRAY,
     TreeRecord,
@@ -32,6 +39,7 @@ from jaxpoint.core.handlers.transformed_restore import (
     restore_with_transforms,
 )
 from jaxpoint.core.handlers.tree_metadata_view import ArrayMetadata, ScalarMetadata, describe_tree
+from jaxpoint.core.handlers.type_registry import GLOBAL_TYPE_HANDLER_REGISTRY
 from jaxpoint.core.storage import (
     ArrayFormat,
     Location,
@@ -54,12 +62,37 @@ class PyTreeCheckpointHandler:
 
     typestr: ClassVar[str] = "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler"
 
-    def __init__(self, *, use_ocdbt: bool = True, use_zarr3: bool = True,
+    def __init__(self, aggregate_filename: str | None = None, *, use_ocdbt: bool = True,
+                 use_zarr3: bool = True, use_compression: bool | None = None,
                  compression: str | None = None, zstd_level: int = 1,
-                 single_replica_handler: SingleReplicaArrayHandler | None = None) -> None:
+                 save_concurrent_gb: float | None = None,
+                 restore_concurrent_gb: float | None = None,
+                 single_replica_handler: SingleReplicaArrayHandler | None = None,
+                 save_device_host_concurrent_gb: Any = None, memory_limit_options: Any = None,
+                 multiprocessing_options: Any = None, type_handler_registry: Any = None,
+                 handler_impl: Any = None, pytree_metadata_options: Any = None,
+                 array_metadata_validator: Any = None,
+                 enable_pinned_host_transfer: bool | None = None,
+                 is_prioritized_key_fn: Any = None) -> None:
+        name = type(self).__name__
+        refuse_unsupported(
+            name, aggregate_filename=aggregate_filename,
+            save_device_host_concurrent_gb=save_device_host_concurrent_gb,
+            memory_limit_options=memory_limit_options,
+            multiprocessing_options=multiprocessing_options,
+            type_handler_registry=type_handler_registry, handler_impl=handler_impl,
+            pytree_metadata_options=pytree_metadata_options,
+            array_metadata_validator=array_metadata_validator,
+            enable_pinned_host_transfer=enable_pinned_host_transfer,
+            is_prioritized_key_fn=is_prioritized_key_fn)
+        compression = compression_for(use_compression=use_compression, compression=compression,
+                                      handler=name)
         self._format = ArrayFormat(use_ocdbt=use_ocdbt, use_zarr3=use_zarr3,
                                    compression=compression, zstd_level=zstd_level)
+        self._limits = concurrency_limits(save_concurrent_gb=save_concurrent_gb,
+                                          restore_concurrent_gb=restore_concurrent_gb)
         self._single_replica = single_replica_handler
+        self._custom_handlers: list[Any] = []
 
     def stage(self, directory: Location, args: Any, *, context: SaveContext) -> WriteStep:
         staged = stage_tree(args.item, args.save_args, is_primary=context.is_primary,
@@ -68,17 +101,24 @@ class PyTreeCheckpointHandler:
                             use_zarr3=self._format.use_zarr3,
                             custom_metadata=getattr(args, "custom_metadata", None))
         fmt = self._format
+        # Custom TypeHandlers of this save, finalized after every process wrote.
+        self._custom_handlers = list({id(leaf.handler): leaf.handler for leaf in staged.custom}.values())
+
+        limit = self._limits.save_bytes
 
         def write() -> None:
-            self._write(directory, staged, record, fmt, context)
+            self._write(directory, staged, record, fmt, context, limit)
 
         return write
 
     @staticmethod
     def _write(item: Location, staged: StagedTree, record: TreeRecord, fmt: ArrayFormat,
-               context: SaveContext) -> None:
+               context: SaveContext, max_in_flight_bytes: int | None) -> None:
         item.make_folder()
-        write_arrays(item, staged.writes, fmt=fmt, process_index=context.process_index)
+        write_arrays(item, staged.writes, fmt=fmt, process_index=context.process_index,
+                     max_in_flight_bytes=max_in_flight_bytes)
+        serialize_custom(item, staged.custom, use_ocdbt=fmt.use_ocdbt, use_zarr3=fmt.use_zarr3,
+                         use_compression=fmt.compression is not None)
         (item / ARRAY_METADATAS).make_folder()
         (item / ARRAY_METADATAS / f"process_{context.process_index}").write_json(
             {"array_metadatas": staged.array_metadatas})
@@ -91,6 +131,7 @@ class PyTreeCheckpointHandler:
     def finalize(self, directory: Location, *, context: SaveContext) -> None:
         if self._format.use_ocdbt:
             merge_process_databases(directory)
+        finalize_custom(directory, self._custom_handlers)
 
     def restore(self, directory: Location, args: Any | None = None) -> Any:
         record = read_tree_record(directory)
@@ -115,13 +156,20 @@ class PyTreeCheckpointHandler:
         plan = build_restore_plan(record, extras, target=target, restore_args=restore_args,
                                   strict=strict, partial=partial)
         if has_single_replica_args(restore_args):
-            single_replica = self._single_replica or SingleReplicaArrayHandler()
+            single_replica = self._single_replica or _registered_single_replica_handler()
             return single_replica.restore_plan(directory, record, extras, plan)
-        return execute_plan(directory, record, plan, extras)
+        return execute_plan(directory, record, plan, extras,
+                            read_ahead_bytes=self._limits.restore_bytes)
 
     def metadata(self, directory: Location) -> Any:
         record = read_tree_record(directory)
         return describe_tree(directory, record, read_shardings(directory))
+
+
+def _registered_single_replica_handler() -> SingleReplicaArrayHandler:
+    """The jax.Array handler registered with `register_type_handler`, as MaxText does, or a default."""
+    registered = GLOBAL_TYPE_HANDLER_REGISTRY.get(jax.Array)
+    return registered if isinstance(registered, SingleReplicaArrayHandler) else SingleReplicaArrayHandler()
 
 
 def _read_extras(item: Location, record: TreeRecord) -> SavedExtras:

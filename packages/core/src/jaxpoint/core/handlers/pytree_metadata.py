@@ -22,6 +22,10 @@ STRING = "string"
 PLACEHOLDER_TYPE = "placeholder"  # a saved PLACEHOLDER leaf (Orbax writes them): no data
 EMPTY_TYPES = {"None": None, "Dict": dict, "List": list, "Tuple": tuple}
 ARRAY_TYPES = (JAX_ARRAY, NP_ARRAY, SCALAR)
+# Value types Orbax's own handlers record (jaxpoint reads the ones it supports itself);
+# any other one names a custom TypeHandler's typestr.
+KNOWN_VALUE_TYPES = frozenset((*ARRAY_TYPES, STRING, *EMPTY_TYPES, "NamedTuple", "Unknown",
+                               "placeholder"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

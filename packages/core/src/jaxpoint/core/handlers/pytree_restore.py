@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 from jaxpoint.core.errors import CorruptCheckpointError, TreeMismatchError
+from jaxpoint.core.handlers.custom_leaves import deserialize_custom
 from jaxpoint.core.handlers.pytree_metadata import TreeRecord
 from jaxpoint.core.handlers.restore_plan import (
     LeafKind,
@@ -96,7 +97,7 @@ def _fit(buffer: np.ndarray, region: Region, dtype: np.dtype) -> np.ndarray:
 
 
 def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
-                  extras: SavedExtras) -> list[Any]:
+                  extras: SavedExtras, *, read_ahead_bytes: int | None = None) -> list[Any]:
     """Reads every array leaf concurrently and returns the restored values in plan order."""
     array_plans = [p for p in plans if p.kind.is_read]
     stores = open_arrays(item, [p.path.param_name for p in array_plans],
@@ -124,8 +125,10 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
         return data
 
     to_devices = any(on_accelerator.values())
+    if read_ahead_bytes is None:  # restore_concurrent_gb, when the handler was given one
+        read_ahead_bytes = DEVICE_READ_AHEAD_BYTES if to_devices else None
     buffers = read_arrays(item, stores, reads, consume=to_accelerator if to_devices else None,
-                          read_ahead_bytes=DEVICE_READ_AHEAD_BYTES if to_devices else None)
+                          read_ahead_bytes=read_ahead_bytes)
     read_values: list[Any] = [None] * len(array_plans)
     whole: list[tuple[int, np.ndarray]] = []
     for index, (plan, layout, data) in enumerate(zip(array_plans, layouts, buffers, strict=True)):
@@ -142,10 +145,13 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
         for (index, _), array in zip(whole, placed, strict=True):
             read_values[index] = array
     next_read = iter(read_values)
+    next_custom = iter(_custom_values(item, record, plans))
     result = []
     for plan in plans:
         if plan.kind.is_read:
             result.append(next(next_read))
+        elif plan.kind is LeafKind.CUSTOM:
+            result.append(next(next_custom))
         elif plan.kind is LeafKind.EMPTY:
             result.append(plan.empty_value)
         elif plan.kind is LeafKind.STRING:
@@ -153,6 +159,16 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
         else:
             result.append(PLACEHOLDER)
     return result
+
+
+def _custom_values(item: Location, record: TreeRecord, plans: Sequence[LeafPlan]) -> list[Any]:
+    """Values of the leaves a registered custom TypeHandler restores, in plan order."""
+    requests = [(plan.path, plan.custom_handler, plan.custom_args) for plan in plans
+                if plan.kind is LeafKind.CUSTOM]
+    if not requests:
+        return []
+    return deserialize_custom(item, requests, use_ocdbt=record.use_ocdbt,
+                              use_zarr3=record.use_zarr3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,11 +257,12 @@ def _assemble(plan: LeafPlan, layout: ReadLayout, data: list[np.ndarray]) -> Any
 
 
 def execute_plan(item: Location, record: TreeRecord, plan: RestorePlan,
-                 extras: SavedExtras) -> Any:
+                 extras: SavedExtras, *, read_ahead_bytes: int | None = None) -> Any:
     """Runs a restore plan: the restored tree."""
     if plan.treedef is None:
         _warn_about_lost_shardings(item, plan.leaves, extras)
-    return plan.rebuild(execute_plans(item, record, plan.leaves, extras))
+    return plan.rebuild(execute_plans(item, record, plan.leaves, extras,
+                                      read_ahead_bytes=read_ahead_bytes))
 
 
 def _warn_about_lost_shardings(item: Location, plans: Sequence[LeafPlan],

@@ -17,10 +17,12 @@ from typing import Any
 
 import jax
 import numpy as np
-from jaxpoint.core.errors import TreeMismatchError
+from jaxpoint.core.errors import TreeMismatchError, UnsupportedLeafError
+from jaxpoint.core.handlers.custom_leaves import custom_handler_for_restore
 from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs, as_dtype
 from jaxpoint.core.handlers.pytree_metadata import (
     EMPTY_TYPES,
+    KNOWN_VALUE_TYPES,
     NP_ARRAY,
     PLACEHOLDER_TYPE,
     SCALAR,
@@ -42,6 +44,7 @@ class LeafKind(enum.Enum):
     STRING = "string"
     EMPTY = "empty"  # None or an empty container: no data
     PLACEHOLDER = "placeholder"  # skipped: the result holds PLACEHOLDER
+    CUSTOM = "custom"  # a registered TypeHandler's `deserialize` makes the value
 
     @property
     def is_read(self) -> bool:
@@ -71,6 +74,8 @@ class LeafPlan:
     scalar_type: type | None = None
     empty_value: Any = None
     key_impl: str | None = None
+    custom_handler: Any = None  # the TypeHandler of a CUSTOM leaf
+    custom_args: Any = None  # its restore args
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -122,6 +127,16 @@ def plan_leaf(record: LeafRecord, target: Any, args: Any, extras: SavedExtras,
               *, strict: bool) -> LeafPlan:
     """Decides the kind, sharding, shape and dtype of one restored leaf."""
     path, value_type = record.path, record.value_type
+    custom = custom_handler_for_restore(value_type, args)
+    if custom is not None:
+        return LeafPlan(path=path, kind=LeafKind.CUSTOM, custom_handler=custom, custom_args=args)
+    if value_type not in KNOWN_VALUE_TYPES:
+        raise UnsupportedLeafError(
+            f"Expected a registered TypeHandler for value type {value_type!r} at tree path "
+            f"{path}, found none. The leaf was saved by a custom handler. To fix, call "
+            "ocp.type_handlers.register_type_handler(<its type>, <its handler>) before "
+            "restoring."
+        )
     if value_type in EMPTY_TYPES:
         value = target if target is not None or value_type == "None" else EMPTY_TYPES[value_type]()
         return LeafPlan(path=path, kind=LeafKind.EMPTY, empty_value=value)

@@ -50,6 +50,7 @@ from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs
 from jaxpoint.core.handlers.pytree_metadata import TreeRecord
 from jaxpoint.core.handlers.pytree_restore import execute_plans
 from jaxpoint.core.handlers.restore_plan import LeafPlan, RestorePlan, SavedExtras
+from jaxpoint.core.handlers.type_handler import ArrayHandler
 from jaxpoint.core.storage import Location
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def broadcast_batches(bytes_per_leaf: Sequence[int], limit_bytes: int) -> list[r
     return batches
 
 
-class SingleReplicaArrayHandler:
+class SingleReplicaArrayHandler(ArrayHandler):
     """Restores the leaves with `SingleReplicaArrayRestoreArgs` of a tree item.
 
     `replica_axis_index`: the mesh axis along which the state is replicated.

@@ -15,8 +15,16 @@ from typing import Any
 
 import jax
 import numpy as np
-from jaxpoint.core.handlers.pytree_metadata import EMPTY_TYPES, PLACEHOLDER_TYPE, STRING, TreeRecord
+from jaxpoint.core.handlers.custom_leaves import describe_custom
+from jaxpoint.core.handlers.pytree_metadata import (
+    EMPTY_TYPES,
+    KNOWN_VALUE_TYPES,
+    PLACEHOLDER_TYPE,
+    STRING,
+    TreeRecord,
+)
 from jaxpoint.core.handlers.sharding_metadata import ShardingMetadata
+from jaxpoint.core.handlers.type_registry import GLOBAL_TYPE_HANDLER_REGISTRY
 from jaxpoint.core.storage import Location, open_arrays
 from jaxpoint.core.tree import PLACEHOLDER, build_tree
 
@@ -138,6 +146,17 @@ class TreeMetadata:
         return f"TreeMetadata(tree={self._tree!r}, custom_metadata={self._custom_metadata!r})"
 
 
+def _describe_custom_leaves(item: Location, record: TreeRecord) -> dict[str, Any]:
+    """Metadata of leaves written by custom TypeHandlers, from each handler's `metadata`."""
+    custom = [leaf for leaf in record.leaves if leaf.value_type not in KNOWN_VALUE_TYPES]
+    if not custom:
+        return {}
+    requests = [(leaf.path, GLOBAL_TYPE_HANDLER_REGISTRY.get(leaf.value_type)) for leaf in custom]
+    described = describe_custom(item, requests, use_ocdbt=record.use_ocdbt,
+                                use_zarr3=record.use_zarr3)
+    return {leaf.path.param_name: value for leaf, value in zip(custom, described, strict=True)}
+
+
 def describe_tree(item: Location, record: TreeRecord, shardings: Any) -> TreeMetadata:
     arrays = [leaf for leaf in record.leaves if leaf.is_array]
     stores = open_arrays(item, [leaf.path.param_name for leaf in arrays],
@@ -150,6 +169,7 @@ def describe_tree(item: Location, record: TreeRecord, shardings: Any) -> TreeMet
             name=name, shape=store.shape, dtype=store.dtype,
             value_type=leaf.value_type, write_shape=leaf.write_shape,
             chunk_shape=store.chunk_shape or None, sharding_description=shardings.get(name))
+    by_name.update(_describe_custom_leaves(item, record))
     entries = []
     for leaf in record.leaves:
         name = leaf.path.param_name

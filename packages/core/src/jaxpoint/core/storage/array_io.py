@@ -128,8 +128,13 @@ def _write_small(item: Location, database: dict[str, Any], writes: Sequence[Arra
 
 
 def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayFormat,
-                 process_index: int) -> None:
-    """Writes every shard of `writes` into this process's database under `item`."""
+                 process_index: int, max_in_flight_bytes: int | None = None) -> None:
+    """Writes every shard of `writes` into this process's database under `item`.
+
+    `max_in_flight_bytes` bounds the shard bytes being written at once (None: compressed
+    writes are bounded by MAX_IN_FLIGHT_BYTES, uncompressed ones reference the caller's
+    buffers and are not bounded).
+    """
     if not writes:
         return
     database = process_database_spec(item, process_index) if fmt.use_ocdbt else None
@@ -147,7 +152,7 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
     ]
     in_flight: collections.deque[tuple[str, int, Any]] = collections.deque()
     held = 0
-    limit = MAX_IN_FLIGHT_BYTES if fmt.compression is not None else math.inf
+    limit = max_in_flight_bytes or (MAX_IN_FLIGHT_BYTES if fmt.compression is not None else math.inf)
     for write, future in zip(writes, opening, strict=True):
         store = _result(future, "create", item, write.param_name, nbytes=nbytes)
         for index, data in write.shards:

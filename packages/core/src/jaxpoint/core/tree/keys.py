@@ -85,3 +85,31 @@ def validate_path(path: TreePath, *, for_reading: bool = False) -> None:
 
 def _has_valid_parts(key: str) -> bool:
     return all(part not in ("", ".", "..") for part in key.split("/"))
+def key_name(entry: Any) -> int | str:
+    """A `jax.tree_util` key entry's name: the index of a sequence key, else the key."""
+    if isinstance(entry, jax.tree_util.SequenceKey):
+        return entry.idx
+    if isinstance(entry, jax.tree_util.DictKey):
+        return str(entry.key)
+    if isinstance(entry, jax.tree_util.GetAttrKey):
+        return entry.name
+    if isinstance(entry, jax.tree_util.FlattenedIndexKey):
+        return entry.key
+    raise InvalidNameError(
+        f"Expected a sequence, dict, attribute or flattened-index key, got "
+        f"{type(entry).__name__} {entry!r}. To fix, register the node with "
+        "jax.tree_util.register_pytree_with_keys."
+    )
+
+
+def str_keypath(key_path: Sequence[Any]) -> tuple[str, ...]:
+    """A jax key path as the tuple of string keys that names the leaf when stored."""
+    return tuple(str(key_name(entry)) for entry in key_path)
+
+
+def is_sequence_key(entry: Any) -> bool:
+    return isinstance(entry, jax.tree_util.SequenceKey | jax.tree_util.FlattenedIndexKey)
+
+
+def is_dict_key(entry: Any) -> bool:
+    return isinstance(entry, jax.tree_util.DictKey | jax.tree_util.GetAttrKey)
