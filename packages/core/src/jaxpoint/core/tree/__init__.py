@@ -20,12 +20,12 @@ from jaxpoint.core.tree.keys import (
     str_keypath,
     validate_path,
 )
+from jaxpoint.core.tree.placeholder import PLACEHOLDER, Placeholder, is_placeholder
 from jaxpoint.core.tree.serialized import deserialize_tree, serialize_tree
 
 PyTree = Any
 JsonType = Any
 
-from jaxpoint.core.tree.placeholder import PLACEHOLDER, Placeholder, is_placeholder
 
 __all__ = [
     "PLACEHOLDER",
