@@ -34,14 +34,21 @@ class AsyncCheckpointer(Checkpointer):
         self._failure: tuple[str, BaseException] | None = None
         self._lock = threading.Lock()
 
-    def save(self, directory: PathLike, args: Any = None, *, force: bool = False,
+    def save(self, directory: PathLike, *legacy_args: Any, args: Any = None, force: bool = False,
              custom_metadata: dict[str, Any] | None = None,
-             metrics: dict[str, Any] | None = None) -> None:
+             metrics: dict[str, Any] | None = None, **legacy_kwargs: Any) -> None:
         """Collective: every process calls this, in the same order. Returns once staged."""
         self.wait_until_finished()
         job = self._begin(directory, args, force=force, is_async=True,
-                          custom_metadata=custom_metadata, metrics=metrics)
+                          custom_metadata=custom_metadata, metrics=metrics,
+                          legacy=(legacy_args, legacy_kwargs))
         self.start_background(job)
+
+    @property
+    def async_options(self) -> AsyncOptions:
+        """The timeout and commit callback the background writes run with."""
+        return AsyncOptions(timeout_secs=self._timeout_s,
+                            post_finalization_callback=self._on_commit)
 
     def start_background(self, job: SaveJob) -> None:
         """Runs the rest of `job` in the background thread."""

@@ -16,6 +16,7 @@ from jaxpoint.core.handlers.random_key import (
     NumpyRandomKeySave,
 )
 from jaxpoint.core.handlers.registry import (
+    args_classes_for,
     handler_for_args,
     handler_for_typestr,
     handler_supports,
@@ -38,6 +39,7 @@ __all__ = [
     "ProtoSave", "PyTreeCheckpointHandler", "PyTreeRestore", "PyTreeSave", "RestoreArgs",
     "SaveArgs", "SaveContext", "SingleReplicaArrayHandler",
     "SingleReplicaArrayRestoreArgs", "ScalarMetadata", "StandardCheckpointHandler", "StandardRestore",
-    "StandardSave", "StringMetadata", "WriteStep", "handler_for_args", "handler_for_typestr",
+    "StandardSave", "StringMetadata", "WriteStep", "args_classes_for", "handler_for_args",
+    "handler_for_typestr",
     "handler_supports", "register_typestr", "register_with_handler",
 ]
