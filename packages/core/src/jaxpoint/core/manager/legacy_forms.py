@@ -50,7 +50,12 @@ def resolve_construction(checkpointers: Any, options: Any, *, item_names: Any,
     The second positional is Orbax's `checkpointers`; jaxpoint also takes the options
     there (`CheckpointManager(directory, options)`), which is not a legacy form.
     """
-    if isinstance(checkpointers, CheckpointManagerOptions) and options is None:
+    if isinstance(checkpointers, CheckpointManagerOptions):
+        if options is not None:
+            raise InvalidArgumentError(
+                "Expected CheckpointManagerOptions once, got them both as the second "
+                "positional argument and as options=. To fix, pass them once, as options=."
+            )
         checkpointers, options = None, checkpointers
     options = _validated_options(options)
     if checkpointers is None:
@@ -136,6 +141,12 @@ def _async_options(group: list[Checkpointer], options: CheckpointManagerOptions
         return None
     callbacks = {id(o.post_finalization_callback): o.post_finalization_callback for o in given
                  if o.post_finalization_callback is not None}
+    if callbacks and not options.enable_async_checkpointing:
+        raise InvalidArgumentError(
+            "Expected no post_finalization_callback on the legacy checkpointers with "
+            "enable_async_checkpointing=False: saves are then synchronous and would never "
+            "call it. To fix, drop the callback, or enable asynchronous checkpointing."
+        )
     if len(callbacks) > 1:
         raise InvalidArgumentError(
             f"Expected at most one post_finalization_callback among the legacy checkpointers, "
