@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,12 +17,43 @@ from jaxpoint.core.checkpointers.save_pipeline import (
     finish_save,
 )
 from jaxpoint.core.checkpointers.step_metadata import StepMetadata, read_step_metadata
-from jaxpoint.core.errors import CheckpointNotFoundError, UnregisteredArgsError
-from jaxpoint.core.handlers import handler_for_args, handler_supports
+from jaxpoint.core.checkpointers.transfer_report import (
+    log_restore,
+    restored_payload,
+    shardings_source,
+)
+from jaxpoint.core.errors import (
+    CheckpointNotFoundError,
+    InvalidArgumentError,
+    UnregisteredArgsError,
+)
+from jaxpoint.core.handlers import (
+    Composite,
+    handler_for_args,
+    handler_supports,
+    is_save_args,
+)
 from jaxpoint.core.storage import Location
 from jaxpoint.core.storage.checksums import check_checksums
 
 PathLike = Any  # str, os.PathLike or an epath.Path
+
+
+def _label(location: Location, step: int | None) -> str:
+    return str(location) if step is None else f"step {step} ({location})"
+
+
+def refuse_save_args_on_restore(args: Any) -> None:
+    """Save args given to a restore are a mistake to name, not a type to coerce."""
+    items = args.items() if isinstance(args, Composite) else [("", args)]
+    for name, item in items:
+        if is_save_args(item):
+            where = f" for item {name!r}" if name else ""
+            wanted = type(item).__name__.replace("Save", "Restore")
+            raise InvalidArgumentError(
+                f"Expected restore args{where}, got the save args {type(item).__name__}. To "
+                f"fix, pass ocp.args.{wanted}(target) (or args=None to restore as saved)."
+            )
 
 
 class Checkpointer:
@@ -58,6 +90,8 @@ class Checkpointer:
         args = checkpointer_args(self._handler, args, positional, keywords,
                                  for_save=what == "save", where=f"{type(self).__name__}.{what}",
                                  is_current_form=self._positional_form_is_current)
+        if what == "restore":
+            refuse_save_args_on_restore(args)
         if args is not None and not handler_supports(self._handler, args):
             try:
                 owner = f"registered for {handler_for_args(args).__name__}"
@@ -74,6 +108,7 @@ class Checkpointer:
 
     def _begin(self, directory: PathLike, args: Any, *, force: bool, is_async: bool,
                custom_metadata: dict[str, Any] | None, metrics: dict[str, Any] | None = None,
+               step: int | None = None,
                legacy: tuple[Sequence[Any], Mapping[str, Any]] = ((), {})) -> SaveJob:
         args = self._coerce(args, *legacy, what="save")
         if args is None:
@@ -82,36 +117,46 @@ class Checkpointer:
         typestrs = recorded(args) if recorded is not None else self._handler.typestr
         metadata = StepMetadata(item_handlers=typestrs, custom_metadata=dict(custom_metadata or {}),
                                 metrics=dict(metrics or {}))
+        location = Location.parse(directory)
         with gc_paused():  # staging builds objects per leaf (see gc_pause)
-            return begin_save(self._handler, Location.parse(directory), args, force=force,
-                              options=self._options, is_async=is_async, step_metadata=metadata)
+            return begin_save(self._handler, location, args, force=force,
+                              options=self._options, is_async=is_async, step_metadata=metadata,
+                              label=_label(location, step))
 
     def save(self, directory: PathLike, *legacy_args: Any, args: Any = None, force: bool = False,
              custom_metadata: dict[str, Any] | None = None,
-             metrics: dict[str, Any] | None = None, **legacy_kwargs: Any) -> None:
+             metrics: dict[str, Any] | None = None, step: int | None = None,
+             **legacy_kwargs: Any) -> None:
         """Collective: every process calls this, in the same order. Returns once committed.
 
-        `metrics` are recorded in `_CHECKPOINT_METADATA` (the manager passes them). Orbax's
-        legacy form `save(path, item, save_args=...)` builds the handler's save args.
+        `metrics` are recorded in `_CHECKPOINT_METADATA` (the manager passes them); `step`
+        names the save in its log line. Orbax's legacy form `save(path, item,
+        save_args=...)` builds the handler's save args.
         """
         with gc_paused():
             finish_save(self._begin(directory, args, force=force, is_async=False,
                                     custom_metadata=custom_metadata, metrics=metrics,
-                                    legacy=(legacy_args, legacy_kwargs)))
+                                    step=step, legacy=(legacy_args, legacy_kwargs)))
 
     def restore(self, directory: PathLike, *legacy_args: Any, args: Any = None,
-                **legacy_kwargs: Any) -> Any:
+                step: int | None = None, **legacy_kwargs: Any) -> Any:
         """Restores the item at `directory`; without args, as it was saved.
 
-        Orbax's legacy form `restore(path, item=..., restore_args=..., transforms=...)`
-        builds the handler's restore args.
+        Without a target, arrays come back on the shardings they were saved with (where
+        those devices exist here). `step` names the restore in its log line. Orbax's legacy
+        form `restore(path, item=..., restore_args=..., transforms=...)` builds the
+        handler's restore args.
         """
         location = Location.parse(directory)
-        restore_args = self._coerce(args, legacy_args, legacy_kwargs, what="restore")
+        started_s = time.perf_counter()
+        args = self._coerce(args, legacy_args, legacy_kwargs, what="restore")
         with gc_paused():
             ensure_committed(location)
             check_checksums(location)
-            return self._handler.restore(location, restore_args)
+            restored = self._handler.restore(location, args)
+        log_restore(_label(location, step), restored_payload(restored),
+                    seconds=time.perf_counter() - started_s, source=shardings_source(args))
+        return restored
 
     def metadata(self, directory: PathLike) -> StepMetadata:
         """Step metadata plus `item_metadata` (shapes, dtypes, shardings) from the files."""

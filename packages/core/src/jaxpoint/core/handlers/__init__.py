@@ -20,6 +20,7 @@ from jaxpoint.core.handlers.registry import (
     handler_for_args,
     handler_for_typestr,
     handler_supports,
+    is_save_args,
     register_typestr,
     register_with_handler,
 )
@@ -40,6 +41,6 @@ __all__ = [
     "SaveArgs", "SaveContext", "SingleReplicaArrayHandler",
     "SingleReplicaArrayRestoreArgs", "ScalarMetadata", "StandardCheckpointHandler", "StandardRestore",
     "StandardSave", "StringMetadata", "WriteStep", "args_classes_for", "handler_for_args",
-    "handler_for_typestr",
-    "handler_supports", "register_typestr", "register_with_handler",
+    "handler_for_typestr", "handler_supports", "is_save_args", "register_typestr",
+    "register_with_handler",
 ]
