@@ -163,9 +163,10 @@ def test_malformed_legacy_construction(tmp_path: Path, build: Any, match: str) -
 
 @pytest.mark.parametrize(("call", "match"), [
     (lambda m: m.save(1, {"state": tree(1)}, args=args.Composite(state=args.PyTreeSave(tree(1)))),
-     r"Expected either args= or Orbax's legacy items / save_kwargs in save\(1\), got both"),
+     r"Expected either args= or Orbax's legacy items / save_kwargs in save\(step=1\), got "
+     r"both"),
     (lambda m: m.save(1, args.Composite(config=args.JsonSave({})), args=args.Composite()),
-     r"Expected args once in save\(1\), got Composite as the second positional argument"),
+     r"Expected args once in save\(step=1\), got Composite as the second positional argument"),
     (lambda m: m.save(1, {"state": tree(1), "optimizer": tree(1)}),
      r"Expected a handler for item 'optimizer' in the legacy form of save\(step=1\), found "
      r"none \(items with handlers: \['config', 'state'\]\)"),
@@ -178,7 +179,8 @@ def test_malformed_legacy_construction(tmp_path: Path, build: Any, match: str) -
     (lambda m: m.save(1, {"state": tree(1)}, {"state": [1]}),
      r"Expected the legacy kwargs in save\(step=1\) of item 'state' to be a dict"),
     (lambda m: m.restore(7, items={"config": None}, args=args.Composite(config=None)),
-     r"Expected either args= or Orbax's legacy items / restore_kwargs in restore\(7\), got both"),
+     r"Expected either args= or Orbax's legacy items / restore_kwargs in restore\(step=7\), "
+     r"got both"),
 ])
 def test_malformed_legacy_save_and_restore(tmp_path: Path, call: Any, match: str) -> None:
     with CheckpointManager(tmp_path, two_items(), sync_options()) as manager:

@@ -159,49 +159,47 @@ def _async_options(group: list[Checkpointer], options: CheckpointManagerOptions
 
 def save_args(layout: ItemLayout, items: Any, save_kwargs: Any, args: Any, *, step: int) -> Any:
     """`args` for `save`, built from Orbax's legacy `items` / `save_kwargs` when given."""
-    args = _modern_args(items, save_kwargs, args, extra="save_kwargs", where=f"save({step})")
+    where = f"save(step={step})"
+    args = _modern_args(items, save_kwargs, args, extra="save_kwargs", where=where)
     if args is not _LEGACY:
         return args
     warn_deprecated_form("CheckpointManager.save(step, items, save_kwargs)",
                          "CheckpointManager.save(step, args=...)")
-    where = f"save(step={step})"
-    if layout.is_default is not False:  # unknown: a plain item means one item, as in Orbax
-        if items is None:
-            raise InvalidArgumentError(
-                f"Expected the item to save in {where}, got only save_kwargs. To fix, pass "
-                "save(step, args=ocp.args.StandardSave(tree))."
-            )
-        handler = _handler(layout, DEFAULT_ITEM, None, where=where)
-        return build_args(handler, [items], _kwargs(save_kwargs, where=where), for_save=True,
-                          where=f"CheckpointManager.{where}")
-    built = {}
-    for name, item, kwargs in _named_pieces(items, save_kwargs, where=where):
-        handler = _handler(layout, name, None, where=where)
-        built[name] = build_args(handler, [item], kwargs, for_save=True,
-                                 where=f"CheckpointManager.{where} of item {name!r}")
-    return Composite(**built)
+    if layout.is_default is not False and items is None:
+        raise InvalidArgumentError(
+            f"Expected the item to save in {where}, got only save_kwargs. To fix, pass "
+            "save(step, args=ocp.args.StandardSave(tree))."
+        )
+    # A manager whose mode is still unknown takes a plain item as its one item, as Orbax.
+    return _built(layout, items, save_kwargs, is_default=layout.is_default is not False,
+                  recorded=None, for_save=True, where=where)
 
 
 def restore_args(layout: ItemLayout, items: Any, restore_kwargs: Any, args: Any, *,
                  step: int, folder: Location) -> Any:
     """`args` for `restore`, built from Orbax's legacy `items` / `restore_kwargs`."""
-    args = _modern_args(items, restore_kwargs, args, extra="restore_kwargs",
-                        where=f"restore({step})")
+    where = f"restore(step={step})"
+    args = _modern_args(items, restore_kwargs, args, extra="restore_kwargs", where=where)
     if args is not _LEGACY:
         return args
     warn_deprecated_form("CheckpointManager.restore(step, items, restore_kwargs)",
                          "CheckpointManager.restore(step, args=...)")
-    where = f"restore(step={step})"
     layout.restore_args(None, folder, step=step)  # settles one item vs named items
-    recorded = _recorded_handlers(folder)
-    if layout.is_default:
+    return _built(layout, items, restore_kwargs, is_default=bool(layout.is_default),
+                  recorded=_recorded_handlers(folder), for_save=False, where=where)
+
+
+def _built(layout: ItemLayout, items: Any, kwargs: Any, *, is_default: bool,
+           recorded: dict[str, str] | None, for_save: bool, where: str) -> Any:
+    """Each item's registered args class applied to (item, **its kwargs)."""
+    if is_default:
         handler = _handler(layout, DEFAULT_ITEM, recorded, where=where)
-        return build_args(handler, [items], _kwargs(restore_kwargs, where=where),
-                          for_save=False, where=f"CheckpointManager.{where}")
+        return build_args(handler, [items], _kwargs(kwargs, where=where), for_save=for_save,
+                          where=f"CheckpointManager.{where}")
     built = {}
-    for name, item, kwargs in _named_pieces(items, restore_kwargs, where=where):
+    for name, item, item_kwargs in _named_pieces(items, kwargs, where=where):
         handler = _handler(layout, name, recorded, where=where)
-        built[name] = build_args(handler, [item], kwargs, for_save=False,
+        built[name] = build_args(handler, [item], item_kwargs, for_save=for_save,
                                  where=f"CheckpointManager.{where} of item {name!r}")
     return Composite(**built)
 
