@@ -102,7 +102,7 @@ def test_async_checkpointers_save_in_the_background_with_their_options(tmp_path:
     committed: list[str] = []
     checkpointer = AsyncCheckpointer(StandardCheckpointHandler(), async_options=AsyncOptions(
         timeout_secs=30, post_finalization_callback=lambda: committed.append("done")))
-    with CheckpointManager(tmp_path, checkpointer) as manager:
+    with CheckpointManager(tmp_path, checkpointers=checkpointer) as manager:  # by keyword
         manager.save(1, tree(1))
         manager.wait_until_finished()
         assert committed == ["done"] and manager.all_steps() == [1]
