@@ -42,15 +42,23 @@ class AsyncCheckpointer(Checkpointer):
         self._lock = threading.Lock()
         exit_guard.guard(self)
 
-    def save(self, directory: PathLike, args: Any = None, *, force: bool = False,
+    def save(self, directory: PathLike, *legacy_args: Any, args: Any = None, force: bool = False,
              custom_metadata: dict[str, Any] | None = None,
-             metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+             metrics: dict[str, Any] | None = None, step: int | None = None,
+             **legacy_kwargs: Any) -> None:
         """Collective: every process calls this, in the same order. Returns once staged."""
         self.wait_until_finished()
         job = self._begin(directory, args, force=force, is_async=True,
-                          custom_metadata=custom_metadata, metrics=metrics, step=step)
+                          custom_metadata=custom_metadata, metrics=metrics, step=step,
+                          legacy=(legacy_args, legacy_kwargs))
         job.blocked_s = time.perf_counter() - job.started_s
         self.start_background(job)
+
+    @property
+    def async_options(self) -> AsyncOptions:
+        """The timeout and commit callback the background writes run with."""
+        return AsyncOptions(timeout_secs=self._timeout_s,
+                            post_finalization_callback=self._on_commit)
 
     def start_background(self, job: SaveJob) -> None:
         """Runs the rest of `job` in the background thread."""

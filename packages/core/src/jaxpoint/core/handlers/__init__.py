@@ -21,6 +21,7 @@ from jaxpoint.core.handlers.random_key import (
     NumpyRandomKeySave,
 )
 from jaxpoint.core.handlers.registry import (
+    args_classes_for,
     get_registered_args_cls,
     get_registered_handler_cls,
     handler_for_args,
@@ -65,6 +66,7 @@ __all__ = [
     "ProtoSave", "PyTreeCheckpointHandler", "PyTreeRestore", "PyTreeSave", "RestoreArgs",
     "SaveArgs", "SaveContext", "SingleReplicaArrayHandler",
     "SingleReplicaArrayRestoreArgs", "ScalarMetadata", "StandardCheckpointHandler", "StandardRestore",
-    "StandardSave", "StringMetadata", "WriteStep", "handler_for_args", "handler_for_typestr",
-    "handler_supports", "is_save_args", "register_typestr", "register_with_handler",
+    "StandardSave", "StringMetadata", "WriteStep", "args_classes_for", "handler_for_args",
+    "handler_for_typestr", "handler_supports", "is_save_args", "register_typestr",
+    "register_with_handler",
 ]

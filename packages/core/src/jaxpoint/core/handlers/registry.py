@@ -60,6 +60,21 @@ def handler_for_args(args: Any) -> type:
     )
 
 
+def args_classes_for(handler: Any) -> tuple[type | None, type | None]:
+    """The (save, restore) args classes registered for a handler (instance or class).
+
+    The nearest class in the handler's MRO wins, so a subclass of a handler uses its
+    base's args unless it registered its own; the first class registered wins a tie.
+    """
+    handler_cls = handler if isinstance(handler, type) else type(handler)
+    for cls in handler_cls.__mro__:
+        save = next((a for a, h in _SAVE_ARGS.items() if h is cls), None)
+        restore = next((a for a, h in _RESTORE_ARGS.items() if h is cls), None)
+        if save is not None or restore is not None:
+            return save, restore
+    return None, None
+
+
 def is_save_args(args: Any) -> bool:
     """True for args registered only for saving (e.g. StandardSave)."""
     cls = type(args)
