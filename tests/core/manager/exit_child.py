@@ -91,6 +91,15 @@ def ctrl_c(directory: str) -> None:
     time.sleep(60)  # the test's Ctrl-C lands here
 
 
+def ctrl_c_in_with(directory: str) -> None:
+    with manager(directory, enable_async_checkpointing=True) as checkpoints:
+        checkpoints.save(0, args=SlowSave({"step": 0}))
+        checkpoints.wait_until_finished()
+        checkpoints.save(1, args=SlowSave({"step": 1}))
+        ready()
+        time.sleep(60)  # the test's first Ctrl-C lands here; the second in close()
+
+
 def preemption_break(directory: str) -> None:
     checkpoints = manager(directory, save_interval_steps=1000)
     for step in range(100):
@@ -146,7 +155,7 @@ def standard_state(directory: str) -> None:
         checkpoints.save(step, args=args.StandardSave({"w": state["w"] + step}))
 
 
-SCENARIOS = {f.__name__: f for f in (end_of_script, sys_exit, exception, ctrl_c,
+SCENARIOS = {f.__name__: f for f in (end_of_script, sys_exit, exception, ctrl_c, ctrl_c_in_with,
                                      preemption_break, sigterm_ignored, sigterm_not_handled,
                                      sigterm_after_close, second_sigterm, standard_state)}
 

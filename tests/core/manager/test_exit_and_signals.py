@@ -113,6 +113,19 @@ def test_ctrl_c_twice_abandons_the_save_and_keeps_what_was_committed(tmp_path: P
     assert _entries(tmp_path) == ["0"]  # step 1 never committed; its tmp folder is removed
 
 
+def test_ctrl_c_twice_in_a_with_block_abandons_the_save(tmp_path: Path) -> None:
+    """The second Ctrl-C lands in `close()` (called by `with`), not at interpreter exit."""
+    child = _start("ctrl_c_in_with", tmp_path, write_s=3.0)
+    _wait_for_line(child.stdout, "ready")
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # close() is now waiting for step 1
+    child.send_signal(signal.SIGINT)
+    code, _, err = _finish(child)
+    assert code == -signal.SIGINT and _ABORT not in err, err
+    assert "Second Ctrl-C: abandoning the save of step 1" in err
+    assert _entries(tmp_path) == ["0"], err  # step 1 never committed; step 0 untouched
+
+
 def test_a_preemption_break_without_with_commits_the_preemption_save(tmp_path: Path) -> None:
     code, _, err = _run("preemption_break", tmp_path)
     assert code == 0, err

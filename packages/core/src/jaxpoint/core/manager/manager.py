@@ -413,7 +413,7 @@ class CheckpointManager:
         exit_guard.unguard(self)
         self._preemption.close()
         try:
-            self.wait_until_finished()
+            exit_guard.wait_or_abandon(self, self.wait_until_finished)
         finally:
             try:
                 self._deleter.close()
