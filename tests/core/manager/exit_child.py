@@ -119,6 +119,19 @@ def sigterm_ignored(directory: str) -> None:
         print(f"step {step} done", flush=True)
 
 
+def sigterm_ignored_by_policy(directory: str) -> None:
+    """A custom policy without preemption saves, in a loop that never asks."""
+    from jaxpoint.core.manager import FixedIntervalPolicy
+
+    checkpoints = manager(directory, save_interval_steps=None,
+                          save_decision_policy=FixedIntervalPolicy(1000))
+    for step in range(100):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        checkpoints.save(step, args=SlowSave({"step": step}))
+        print(f"step {step} done", flush=True)
+
+
 def sigterm_not_handled(directory: str) -> None:
     checkpoints = manager(directory, save_interval_steps=1000, handle_sigterm=False)
     for step in range(100):
@@ -156,7 +169,8 @@ def standard_state(directory: str) -> None:
 
 
 SCENARIOS = {f.__name__: f for f in (end_of_script, sys_exit, exception, ctrl_c, ctrl_c_in_with,
-                                     preemption_break, sigterm_ignored, sigterm_not_handled,
+                                     preemption_break, sigterm_ignored, sigterm_ignored_by_policy,
+                                     sigterm_not_handled,
                                      sigterm_after_close, second_sigterm, standard_state)}
 
 if __name__ == "__main__":

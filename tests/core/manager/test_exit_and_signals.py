@@ -140,6 +140,15 @@ def test_sigterm_saves_once_then_stops_a_loop_that_ignores_it(tmp_path: Path) ->
     assert _entries(tmp_path) == ["0", "3"]
 
 
+def test_sigterm_stops_an_unaware_loop_whose_policy_makes_no_preemption_save(
+        tmp_path: Path) -> None:
+    code, out, err = _run("sigterm_ignored_by_policy", tmp_path)
+    assert code == -signal.SIGTERM, err
+    assert "step 3 done" in out and "step 4 done" not in out
+    assert "noticed at step 3 and the save policy made no checkpoint" in err
+    assert _entries(tmp_path) == ["0"]
+
+
 def test_handle_sigterm_false_leaves_sigterm_alone(tmp_path: Path) -> None:
     code, _, err = _run("sigterm_not_handled", tmp_path)
     assert code == -signal.SIGTERM, err

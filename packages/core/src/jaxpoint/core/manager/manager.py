@@ -254,7 +254,7 @@ class CheckpointManager:
         a read-only manager; otherwise the save-decision policy decides.
         """
         step = as_step(step)
-        self._preemption.stop_if_ignored()
+        self._preemption.stop_if_ignored(step)
         return self._decide(step)[0]
 
     def _decide(self, step: int) -> tuple[bool, bool]:
@@ -283,7 +283,7 @@ class CheckpointManager:
         """
         self._refuse_if_read_only(f"save step {step!r}")
         step = as_step(step)
-        self._preemption.stop_if_ignored()
+        self._preemption.stop_if_ignored(step)
         self.check_for_errors()
         metrics = plain_metrics(metrics, step=step)
         if self._options.best_fn is not None and metrics is None:

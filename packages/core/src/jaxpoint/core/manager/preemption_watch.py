@@ -6,7 +6,9 @@ its replacement starts on the same directory. So, once the preemption checkpoint
 committed, a loop that goes on to the next `save()` / `should_save()` without having
 asked `manager.reached_preemption(step)` gets a warning and the signal's usual effect
 (the process ends). A loop that asks keeps full control. Only one save is made per
-preemption, never one per step after it.
+preemption, never one per step after it. A save policy that makes no preemption save
+(a custom `save_decision_policy` without `PreemptionCheckpointingPolicy`) does not keep
+the job alive either: the loop's next call for a later step ends it the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class PreemptionWatch:
         self._is_listening = is_enabled and source.hold()
         self._is_acknowledged = False  # the loop asked reached_preemption and heard True
         self._saved_step: int | None = None  # the preemption checkpoint, once saved
+        self._noticed_step: int | None = None  # the first step decided after the notice
 
     def asked_by_loop(self, step: int) -> bool:
         """`manager.reached_preemption(step)`: the loop knows about preemption."""
@@ -42,23 +45,33 @@ class PreemptionWatch:
         """Whether `step` should be saved for a preemption (once per preemption)."""
         if not self._is_listening or self._saved_step is not None:
             return False
-        return self._source.reached_preemption(step)
+        reached = self._source.reached_preemption(step)
+        if reached and self._noticed_step is None:
+            self._noticed_step = step
+        return reached
 
     def saved(self, step: int, *, for_preemption: bool) -> None:
         if for_preemption and self._saved_step is None:
             self._saved_step = step
 
-    def stop_if_ignored(self) -> None:
+    def stop_if_ignored(self, step: int) -> None:
         """At the loop's next save()/should_save(): end a job that ignored the preemption."""
-        if self._saved_step is None or self._is_acknowledged:
+        if self._is_acknowledged:
+            return
+        if self._saved_step is not None:
+            what = f"Step {self._saved_step} was saved for a preemption (SIGTERM)"
+        elif self._noticed_step is not None and step > self._noticed_step:
+            what = (f"A preemption (SIGTERM) was noticed at step {self._noticed_step} and the "
+                    "save policy made no checkpoint for it")
+        else:
             return
         self._wait_for_commit()
         logger.warning(
-            "Step %d was saved for a preemption (SIGTERM), but the training loop went on "
-            "without asking manager.reached_preemption(step), so the process now ends as "
-            "SIGTERM would without jaxpoint. To stop cleanly instead, break out of the loop "
-            "when manager.reached_preemption(step) is True.", self._saved_step)
-        self._saved_step = None
+            "%s, but the training loop went on without asking "
+            "manager.reached_preemption(step), so the process now ends as SIGTERM would "
+            "without jaxpoint. To stop cleanly instead, break out of the loop when "
+            "manager.reached_preemption(step) is True.", what)
+        self._saved_step = self._noticed_step = None
         self._source.stop_process()
 
     def close(self) -> None:
