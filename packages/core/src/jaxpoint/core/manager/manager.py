@@ -38,7 +38,7 @@ from jaxpoint.core.manager.options import (
     preservation_policy_for,
     save_decision_policy_for,
 )
-from jaxpoint.core.manager.preemption_watch import PreemptionWatch
+from jaxpoint.core.manager.preemption_watch import PreemptionWatch, preemption_source_for
 from jaxpoint.core.manager.preservation import PreservationContext, ranked_by_metric
 from jaxpoint.core.manager.save_decision import DecisionContext
 from jaxpoint.core.manager.step_catalog import StepCatalog, read_step_metrics
@@ -87,6 +87,7 @@ class CheckpointManager:
         self._layout = ItemLayout(item_names=item_names, item_handlers=item_handlers)
         self._save_policy = save_decision_policy_for(options)
         self._keep_policy = preservation_policy_for(options)
+        source = preemption_source_for(preemption_source, handle_sigterm=options.handle_sigterm)
         self._writer_lock = WriterLock(self._root)
         self._prepare_directory(metadata)
         self._checkpointer = self._make_checkpointer()
@@ -100,8 +101,7 @@ class CheckpointManager:
         self._failure = BackgroundFailure()
         self._is_closed = False
         self._preemption = PreemptionWatch(
-            preemption_source or multihost.default_preemption_source(),
-            is_enabled=options.handle_sigterm and not options.read_only,
+            source, is_enabled=options.handle_sigterm and not options.read_only,
             wait_for_commit=self.wait_until_finished)
         exit_guard.guard(self)
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from jaxpoint.core.multihost import PreemptionSource
+from jaxpoint.core.errors import InvalidArgumentError
+from jaxpoint.core.multihost import PreemptionSource, default_preemption_source
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +79,25 @@ class PreemptionWatch:
         if self._is_listening:
             self._is_listening = False
             self._source.release()
+
+
+def preemption_source_for(given: PreemptionSource | None, *,
+                          handle_sigterm: bool) -> PreemptionSource:
+    """The source a manager listens to: `given`, else the process-wide default.
+
+    `handle_sigterm=False` turns preemption off, so a source given with it would be
+    ignored: that combination is refused rather than accepted and dropped.
+    """
+    if given is None:
+        return default_preemption_source()
+    if not handle_sigterm:
+        raise InvalidArgumentError(
+            f"Expected either preemption_source=... or handle_sigterm=False, got both "
+            f"(preemption_source={type(given).__name__}); handle_sigterm=False turns "
+            "preemption off, so the source would be ignored. To fix, drop one of them.")
+    if not isinstance(given, PreemptionSource):
+        raise InvalidArgumentError(
+            f"Expected preemption_source to be a multihost.PreemptionSource (hold, release, "
+            f"reached_preemption, stop_process), got {type(given).__name__}. To fix, "
+            "implement that protocol, or pass None for the SIGTERM default.")
+    return given
