@@ -18,7 +18,7 @@ from jaxpoint.core.checkpointers.background_failure import BackgroundFailure
 from jaxpoint.core.checkpointers.checkpointer import Checkpointer, PathLike
 from jaxpoint.core.checkpointers.options import AsyncOptions, MultiprocessingOptions
 from jaxpoint.core.checkpointers.save_pipeline import SaveJob, finish_save
-from jaxpoint.core.errors import BackgroundSaveError, CheckpointError
+from jaxpoint.core.errors import BackgroundSaveError, CheckpointError, SaveAbandonedError
 
 logger = logging.getLogger(__name__)
 
@@ -113,5 +113,10 @@ class AsyncCheckpointer(Checkpointer):
         self.check_for_errors()
 
     def close(self) -> None:
+        """Waits for the save in flight; a save abandoned by a second Ctrl-C is not an error."""
         exit_guard.unguard(self)
-        self.wait_until_finished()
+        try:
+            self.wait_until_finished()
+        except BackgroundSaveError as error:
+            if not isinstance(error.__cause__, SaveAbandonedError):
+                raise

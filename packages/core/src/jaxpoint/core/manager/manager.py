@@ -38,7 +38,7 @@ from jaxpoint.core.manager.options import (
     preservation_policy_for,
     save_decision_policy_for,
 )
-from jaxpoint.core.manager.preemption_watch import PreemptionWatch
+from jaxpoint.core.manager.preemption_watch import PreemptionWatch, preemption_source_for
 from jaxpoint.core.manager.preservation import PreservationContext, ranked_by_metric
 from jaxpoint.core.manager.save_decision import DecisionContext
 from jaxpoint.core.manager.step_catalog import StepCatalog, read_step_metrics
@@ -82,6 +82,7 @@ class CheckpointManager:
         self._layout = ItemLayout(item_names=item_names, item_handlers=item_handlers)
         self._save_policy = save_decision_policy_for(options)
         self._keep_policy = preservation_policy_for(options)
+        source = preemption_source_for(preemption_source, handle_sigterm=options.handle_sigterm)
         self._writer_lock = WriterLock(self._root)
         self._prepare_directory(metadata)
         self._checkpointer = self._make_checkpointer()
@@ -96,8 +97,7 @@ class CheckpointManager:
         self._is_closed = False
         self._has_warned_about_metrics = False
         self._preemption = PreemptionWatch(
-            preemption_source or multihost.default_preemption_source(),
-            is_enabled=options.handle_sigterm and not options.read_only,
+            source, is_enabled=options.handle_sigterm and not options.read_only,
             wait_for_commit=self.wait_until_finished)
         exit_guard.guard(self)
 
@@ -250,7 +250,7 @@ class CheckpointManager:
         a read-only manager; otherwise the save-decision policy decides.
         """
         step = as_step(step)
-        self._preemption.stop_if_ignored()
+        self._preemption.stop_if_ignored(step)
         return self._decide(step)[0]
 
     def _decide(self, step: int) -> tuple[bool, bool]:
@@ -283,7 +283,7 @@ class CheckpointManager:
         """
         self._refuse_if_read_only(f"save step {step!r}")
         step = as_step(step)
-        self._preemption.stop_if_ignored()
+        self._preemption.stop_if_ignored(step)
         self.check_for_errors()
         args = legacy_forms.save_args(self._layout, items, save_kwargs, args, step=step)
         metrics = plain_metrics(metrics, step=step)
@@ -416,7 +416,7 @@ class CheckpointManager:
         exit_guard.unguard(self)
         self._preemption.close()
         try:
-            self.wait_until_finished()
+            exit_guard.wait_or_abandon(self, self.wait_until_finished)
         finally:
             try:
                 self._deleter.close()
