@@ -1,0 +1,46 @@
+"""How a trainer's `state` becomes a checkpoint tree and how a restored tree goes back.
+
+A linen `TrainState` (or any pytree) is saved as it is and replaced on restore; its
+`apply_fn` and `tx` are static fields, so they come from the live state, never from the
+checkpoint. An NNX object (a model, an `nnx.Optimizer`, or a tuple of them) is saved as its
+pure dict and updated in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jaxpoint.core.errors import InvalidArgumentError
+from jaxpoint.flax_adapter import nnx_state
+
+
+class StateBinding:
+    """The `state` attribute of a trainer, read for saving and written after a restore."""
+
+    def __init__(self, trainer: Any) -> None:
+        if not hasattr(trainer, "state"):
+            raise InvalidArgumentError(
+                f"Expected a trainer with a `state` attribute (a TrainState, an NNX model "
+                f"with its optimizer, or any pytree), got {type(trainer).__name__} without "
+                "one. To fix, pass an object such as types.SimpleNamespace(state=state).")
+        self._trainer = trainer
+
+    @property
+    def is_nnx(self) -> bool:
+        return nnx_state.is_nnx_object(self._trainer.state)
+
+    def tree(self) -> Any:
+        """The tree to save now."""
+        state = self._trainer.state
+        return nnx_state.nnx_tree(state) if self.is_nnx else state
+
+    def target(self) -> Any:
+        """The restore target: the live state's own structure, dtypes and shardings."""
+        return self.tree()
+
+    def apply(self, restored: Any) -> None:
+        """Puts a restored tree back into the trainer."""
+        if self.is_nnx:
+            nnx_state.update_object(self._trainer.state, restored)
+        else:
+            self._trainer.state = restored
