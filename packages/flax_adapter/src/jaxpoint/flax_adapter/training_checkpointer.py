@@ -17,6 +17,7 @@ from typing import Any
 import jaxpoint.core as ocp
 from jaxpoint.core import args as ocp_args
 from jaxpoint.core.errors import InvalidArgumentError
+from jaxpoint.flax_adapter import optimizer_change
 from jaxpoint.flax_adapter.scalar_target import scalar_aware_target
 from jaxpoint.flax_adapter.state_binding import StateBinding
 
@@ -37,12 +38,14 @@ class TrainingCheckpointer:
     """
 
     def __init__(self, trainer: Any, manager: ocp.CheckpointManager, *,
-                 items: Mapping[str, Callable[[], Any]], config: Any) -> None:
+                 items: Mapping[str, Callable[[], Any]], config: Any,
+                 optimizer_changed: str = "raise") -> None:
         self._trainer = trainer
         self._binding = StateBinding(trainer)
         self._manager = manager
         self._items = dict(items)
         self._config = config
+        self._optimizer_changed = optimizer_change.validated_choice(optimizer_changed)
         self.restored_step: int | None = None
         self.restored_items: dict[str, Any] = {}
         self.restored_config: Any = None
@@ -63,7 +66,14 @@ class TrainingCheckpointer:
         if step is None:
             return None
         saved = self._manager.item_metadata(step)[_STATE]
-        target, finish = scalar_aware_target(saved, self._binding.target())
+        live = self._binding.target()
+        if optimizer_change.has_changed_optimizer(saved, live):
+            if self._optimizer_changed == "raise":
+                optimizer_change.raise_for_changed_optimizer(saved, live)
+            target, finish = None, lambda tree: optimizer_change.rebuilt(
+                live, tree, self._optimizer_changed)
+        else:
+            target, finish = scalar_aware_target(saved, live)
         names = {_STATE: ocp_args.StandardRestore(target)}
         names.update({name: ocp_args.JsonRestore() for name in self._items})
         if self._config is not None:
@@ -130,7 +140,7 @@ class TrainingCheckpointer:
 def attach(trainer: Any, directory: str | os.PathLike[str], *,
            options: ocp.CheckpointManagerOptions | None = None,
            items: Mapping[str, Callable[[], Any]] | None = None,
-           config: Any = None) -> TrainingCheckpointer:
+           config: Any = None, optimizer_changed: str = "raise") -> TrainingCheckpointer:
     """Collective. A checkpoint callback for `trainer`, resumed from its latest step.
 
     `trainer` has a `state` (a linen TrainState, an NNX model/optimizer or a tuple of
@@ -138,7 +148,10 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
     names to functions returning JSON-able values saved with every step (restored into
     `restored_items`); `config` (an `ml_collections.ConfigDict` or a dict) is saved as JSON
     and restored into `restored_config`. A `callbacks` or `hooks` list on the trainer gets
-    the callback appended.
+    the callback appended. When a linen TrainState's optimizer no longer fits the
+    checkpoint, `optimizer_changed` decides: "raise" (name the first differing node),
+    "reinitialize" (restore the rest, start the optimizer afresh) or "transfer" (also keep
+    the saved optimizer leaves that still fit).
     """
     items = dict(items or {})
     for reserved in (_STATE, _CONFIG, "metrics"):
@@ -148,7 +161,12 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
                 f"'metrics', got {reserved!r} in items={sorted(items)}. To fix, rename it.")
     names = [_STATE, *items] + ([_CONFIG] if config is not None else [])
     manager = ocp.CheckpointManager(directory, options, item_names=names)
-    checkpointer = TrainingCheckpointer(trainer, manager, items=items, config=config)
+    try:
+        checkpointer = TrainingCheckpointer(trainer, manager, items=items, config=config,
+                                            optimizer_changed=optimizer_changed)
+    except BaseException:
+        manager.close()
+        raise
     try:
         checkpointer.restore()
     except BaseException:
