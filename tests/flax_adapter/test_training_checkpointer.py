@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import types
 
 import jax
@@ -133,3 +135,23 @@ def test_any_pytree_state_round_trips(tmp_path):
         pass
     assert resumed.state["count"] == 3
     np.testing.assert_array_equal(resumed.state["w"], np.arange(4.0))
+
+
+_EXIT_WITHOUT_CLOSE = """
+import sys, types
+import jax.numpy as jnp
+from jaxpoint.flax_adapter import attach
+trainer = types.SimpleNamespace(state={"w": jnp.arange(1_000_000.0)})
+ckpt = attach(trainer, sys.argv[1])
+ckpt.on_step_end(1)  # async: returns once staged; the script ends without close()
+"""
+
+
+def test_interpreter_exit_waits_for_the_save_in_flight(tmp_path):
+    done = subprocess.run([sys.executable, "-c", _EXIT_WITHOUT_CLOSE, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+    assert done.returncode == 0, done.stderr
+    restored = ocp.CheckpointManager(tmp_path).restore(1)
+    np.testing.assert_array_equal(restored["state"]["w"], np.arange(1_000_000.0))
