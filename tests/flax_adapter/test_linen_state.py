@@ -100,3 +100,23 @@ def test_abstract_target_without_a_mesh_restores_on_one_device(tmp_path):
         jax.devices()[0])
     assert restored.apply_fn is target.apply_fn and restored.tx is target.tx
     _assert_trees_equal(restored.params, state.params)
+
+
+def test_leaves_without_partitioning_metadata_take_the_saved_shardings(tmp_path):
+    mesh = jax.make_mesh((2, 2), ("data", "model"))
+    column = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "model"))
+    state, _ = train_step(create_state(), batch_for(0))
+    state = state.replace(params={**state.params, "Dense_0": {
+        **state.params["Dense_0"],
+        "kernel": jax.device_put(state.params["Dense_0"]["kernel"], column)}})
+    ocp.save(tmp_path / "ckpt", state)
+    with ocp.StandardCheckpointer() as checkpointer:
+        saved = checkpointer.metadata(tmp_path / "ckpt").item_metadata
+
+    target = abstract_train_state(create_state, mesh, saved=saved)
+
+    assert target.params["Dense_0"]["kernel"].sharding.spec == jax.sharding.PartitionSpec(
+        None, "model")
+    assert target.params["Dense_0"]["bias"].sharding.spec == jax.sharding.PartitionSpec()
+    restored = ocp.restore(tmp_path / "ckpt", target)
+    assert restored.params["Dense_0"]["kernel"].sharding.spec == column.spec

@@ -7,16 +7,21 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+from jaxpoint.core.handlers import ArrayMetadata
+from jaxpoint.optax_adapter import leaf_path
 
 
 def abstract_train_state(create_fn: Callable[[], Any], mesh: jax.sharding.Mesh | None = None, *,
-                         logical_axis_rules: Sequence[tuple[str, Any]] | None = None) -> Any:
+                         logical_axis_rules: Sequence[tuple[str, Any]] | None = None,
+                         saved: Any = None) -> Any:
     """The state `create_fn()` would build, as `ShapeDtypeStruct`s with shardings.
 
     With a mesh, a leaf boxed by `nn.with_partitioning` / `nn.with_logical_partitioning`
     gets its annotated `PartitionSpec` (logical names mapped by `logical_axis_rules`, or
-    the rules set with `nn.logical_axis_rules`); every other leaf is replicated over the
-    mesh. Without a mesh, leaves get the default device. `apply_fn`, `tx` and other
+    the rules set with `nn.logical_axis_rules`); every other leaf takes the
+    `PartitionSpec` it was saved with when `saved` (the item's metadata,
+    `manager.item_metadata(step)["state"]`) records one whose axes the mesh has, and is
+    replicated over the mesh otherwise. Without a mesh, leaves get the default device. `apply_fn`, `tx` and other
     static fields come from `create_fn`, never from a checkpoint. Boxes stay in place, so
     the target has the saved tree's structure.
     """
@@ -30,13 +35,34 @@ def abstract_train_state(create_fn: Callable[[], Any], mesh: jax.sharding.Mesh |
     else:
         specs = nn.logical_to_mesh(specs)
 
-    def sharded(leaf: jax.ShapeDtypeStruct, spec: Any) -> jax.ShapeDtypeStruct:
-        if not isinstance(spec, jax.sharding.PartitionSpec):
-            spec = jax.sharding.PartitionSpec()
+    saved_specs = _saved_specs(saved, mesh)
+
+    def sharded(path: Any, leaf: Any, spec: Any) -> Any:
+        if not isinstance(leaf, nn.Partitioned):
+            spec = saved_specs.get(leaf_path(path), jax.sharding.PartitionSpec())
         return _with(leaf, jax.sharding.NamedSharding(mesh, spec))
 
-    return jax.tree_util.tree_map(sharded, abstract, specs,
-                                  is_leaf=lambda node: isinstance(node, nn.Partitioned))
+    return jax.tree_util.tree_map_with_path(
+        sharded, abstract, specs, is_leaf=lambda node: isinstance(node, nn.Partitioned))
+
+
+def _saved_specs(saved: Any, mesh: jax.sharding.Mesh) -> dict[tuple[str, ...], Any]:
+    """Leaf path → the PartitionSpec recorded at save time, where the mesh has its axes."""
+    if saved is None:
+        return {}
+    specs = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(
+            saved, is_leaf=lambda node: isinstance(node, ArrayMetadata))[0]:
+        description = getattr(leaf, "sharding_description", None) or {}
+        if description.get("sharding_type") != "NamedSharding":
+            continue
+        entries = [tuple(entry) if isinstance(entry, list) else entry
+                   for entry in description.get("partition_spec", [])]
+        names = {name for entry in entries if entry is not None
+                 for name in (entry if isinstance(entry, tuple) else (entry,))}
+        if names <= set(mesh.axis_names):
+            specs[leaf_path(path)] = jax.sharding.PartitionSpec(*entries)
+    return specs
 
 
 def _with(leaf: Any, sharding: jax.sharding.Sharding) -> Any:
