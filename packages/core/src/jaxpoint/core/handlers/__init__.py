@@ -19,6 +19,7 @@ from jaxpoint.core.handlers.registry import (
     handler_for_args,
     handler_for_typestr,
     handler_supports,
+    is_save_args,
     register_typestr,
     register_with_handler,
 )
@@ -39,5 +40,5 @@ __all__ = [
     "SaveArgs", "SaveContext", "SingleReplicaArrayHandler",
     "SingleReplicaArrayRestoreArgs", "ScalarMetadata", "StandardCheckpointHandler", "StandardRestore",
     "StandardSave", "StringMetadata", "WriteStep", "handler_for_args", "handler_for_typestr",
-    "handler_supports", "register_typestr", "register_with_handler",
+    "handler_supports", "is_save_args", "register_typestr", "register_with_handler",
 ]
