@@ -2,13 +2,13 @@
 
 The callback owns a `CheckpointManager` and nothing else: the manager's policy decides
 when to save and what to keep, its preemption check decides when to stop, and its
-`close()` waits for the save in flight. Items on disk: `state` (the trainer's state),
+`close()` (or its own hook at interpreter exit) waits for the save in flight. No signal
+or exit handler is installed here. Items on disk: `state` (the trainer's state),
 one JSON item per extra item, and `config` (an `ml_collections.ConfigDict` as JSON).
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -51,7 +51,6 @@ class TrainingCheckpointer:
         self.restored_config: Any = None
         self.should_stop = False
         self._is_closed = False
-        atexit.register(self.close)
 
     @property
     def manager(self) -> ocp.CheckpointManager:
@@ -127,7 +126,6 @@ class TrainingCheckpointer:
         if self._is_closed:
             return
         self._is_closed = True
-        atexit.unregister(self.close)
         self._manager.close()
 
     def __enter__(self) -> TrainingCheckpointer:
