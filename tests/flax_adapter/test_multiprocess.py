@@ -66,3 +66,52 @@ def test_two_processes_save_and_resume_a_sharded_train_state(tmp_path):
         assert report == {"restored_step": 5, "step": 5,
                           "spec": "P(None, 'data')", "local_shards": 2,
                           "equal": True, "adam_is_typed": True}
+
+
+class PreemptedAtStep:
+    """A preemption source that reports the same step on every process, like JAX's sync
+    point does, without a scheduler to send the notice."""
+
+    def __init__(self, step: int) -> None:
+        self._step = step
+
+    def hold(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def reached_preemption(self, step: int) -> bool:
+        return step >= self._step
+
+    def stop_process(self) -> None:
+        raise AssertionError("attach asks reached_preemption, so it never stops the process")
+
+
+def _train_until_preempted(directory: str) -> dict:
+    import types
+
+    import jaxpoint.core as ocp
+    from jaxpoint.flax_adapter import attach
+
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    trainer = types.SimpleNamespace(state=_sharded_state(mesh, seed=0))
+    options = ocp.CheckpointManagerOptions(save_interval_steps=100)
+    stopped_at = None
+    with attach(trainer, directory, options=options,
+                preemption_source=PreemptedAtStep(3)) as ckpt:
+        for step in range(1, 10):
+            trainer.state = trainer.state.replace(step=jnp.asarray(step))
+            ckpt.on_step_end(step)
+            if ckpt.should_stop:
+                stopped_at = step
+                break
+        steps = ckpt.manager.all_steps()
+    return {"stopped_at": stopped_at, "steps": steps}
+
+
+def test_two_processes_stop_at_the_preemption_step_after_saving_it(tmp_path):
+    reports = run_processes(_train_until_preempted, num_processes=2, devices_per_process=2,
+                            timeout_s=120, args=(str(tmp_path / "run"),))
+
+    assert reports == [{"stopped_at": 3, "steps": [1, 3]}] * 2

@@ -16,6 +16,7 @@ from typing import Any
 
 import jaxpoint.core as ocp
 from jaxpoint.core import args as ocp_args
+from jaxpoint.core import multihost
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.flax_adapter import optimizer_change
 from jaxpoint.flax_adapter.scalar_target import scalar_aware_target
@@ -138,7 +139,8 @@ class TrainingCheckpointer:
 def attach(trainer: Any, directory: str | os.PathLike[str], *,
            options: ocp.CheckpointManagerOptions | None = None,
            items: Mapping[str, Callable[[], Any]] | None = None,
-           config: Any = None, optimizer_changed: str = "raise") -> TrainingCheckpointer:
+           config: Any = None, optimizer_changed: str = "raise",
+           preemption_source: multihost.PreemptionSource | None = None) -> TrainingCheckpointer:
     """Collective. A checkpoint callback for `trainer`, resumed from its latest step.
 
     `trainer` has a `state` (a linen TrainState, an NNX model/optimizer or a tuple of
@@ -149,7 +151,8 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
     the callback appended. When a linen TrainState's optimizer no longer fits the
     checkpoint, `optimizer_changed` decides: "raise" (name the first differing node),
     "reinitialize" (restore the rest, start the optimizer afresh) or "transfer" (also keep
-    the saved optimizer leaves that still fit).
+    the saved optimizer leaves that still fit). `preemption_source` replaces the manager's
+    default (SIGTERM alone, JAX's preemption sync point under `jax.distributed`).
     """
     items = dict(items or {})
     for reserved in (_STATE, _CONFIG, "metrics"):
@@ -158,7 +161,8 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
                 f"Expected extra item names other than {_STATE!r}, {_CONFIG!r} and "
                 f"'metrics', got {reserved!r} in items={sorted(items)}. To fix, rename it.")
     names = [_STATE, *items] + ([_CONFIG] if config is not None else [])
-    manager = ocp.CheckpointManager(directory, options, item_names=names)
+    manager = ocp.CheckpointManager(directory, options, item_names=names,
+                                    preemption_source=preemption_source)
     try:
         checkpointer = TrainingCheckpointer(trainer, manager, items=items, config=config,
                                             optimizer_changed=optimizer_changed)
