@@ -93,3 +93,20 @@ def test_attach_updates_nnx_objects_in_place(tmp_path):
     assert resumed.state[0] is fresh_model
     _assert_states_equal(nnx.state((fresh_model, fresh_optimizer)),
                          nnx.state((model, optimizer)))
+
+
+def test_attach_reads_an_nnx_state_orbax_wrote_with_value_wrappers(tmp_path):
+    import orbax.checkpoint as orbax_ocp
+
+    model, optimizer = _trained()
+    with orbax_ocp.CheckpointManager(tmp_path, item_names=("state",)) as manager:
+        manager.save(2, args=orbax_ocp.args.Composite(
+            state=orbax_ocp.args.StandardSave(nnx.state((model, optimizer)))))
+
+    fresh_model, fresh_optimizer = create(seed=7)
+    with attach(types.SimpleNamespace(state=(fresh_model, fresh_optimizer)), tmp_path) as ckpt:
+        assert ckpt.restored_step == 2
+
+    assert isinstance(fresh_model.norm.mean, nnx.BatchStat)
+    _assert_states_equal(nnx.state((fresh_model, fresh_optimizer)),
+                         nnx.state((model, optimizer)))

@@ -67,6 +67,16 @@ def update_object(obj: Any, restored_pure: Any) -> None:
     nnx.update(node, state)
 
 
+def live_state(obj: Any) -> nnx.State:
+    """The `nnx.State` of a live object, `Variable` wrappers included."""
+    return nnx.state(_as_node(obj))
+
+
+def update_from_state(obj: Any, restored: nnx.State) -> None:
+    """Writes a restored `nnx.State` into a live NNX object, in place."""
+    nnx.update(_as_node(obj), restored)
+
+
 def _as_node(obj: Any) -> Any:
     return tuple(obj) if isinstance(obj, list) else obj
 

@@ -24,6 +24,7 @@ class StateBinding:
                 f"with its optimizer, or any pytree), got {type(trainer).__name__} without "
                 "one. To fix, pass an object such as types.SimpleNamespace(state=state).")
         self._trainer = trainer
+        self._is_wrapped = False
 
     @property
     def is_nnx(self) -> bool:
@@ -34,13 +35,24 @@ class StateBinding:
         state = self._trainer.state
         return nnx_state.nnx_tree(state) if self.is_nnx else state
 
-    def target(self) -> Any:
-        """The restore target: the live state's own structure, dtypes and shardings."""
+    def target(self, saved: Any = None) -> Any:
+        """The restore target: the live state's own structure, dtypes and shardings.
+
+        `saved` (the item's metadata) picks the NNX form: an `nnx.State` with
+        `{'value': ...}` wrappers, as Orbax writes `nnx.state(model)`, restores onto the
+        live `nnx.State`; otherwise onto the pure dict.
+        """
+        self._is_wrapped = (self.is_nnx and saved is not None
+                            and nnx_state.has_variable_wrappers(saved))
+        if self._is_wrapped:
+            return nnx_state.live_state(self._trainer.state)
         return self.tree()
 
     def apply(self, restored: Any) -> None:
-        """Puts a restored tree back into the trainer."""
-        if self.is_nnx:
+        """Puts a restored tree (of the form `target` chose) back into the trainer."""
+        if self._is_wrapped:
+            nnx_state.update_from_state(self._trainer.state, restored)
+        elif self.is_nnx:
             nnx_state.update_object(self._trainer.state, restored)
         else:
             self._trainer.state = restored

@@ -66,7 +66,7 @@ class TrainingCheckpointer:
         if step is None:
             return None
         saved = self._manager.item_metadata(step)[_STATE]
-        live = self._binding.target()
+        live = self._binding.target(saved)
         if optimizer_change.has_changed_optimizer(saved, live):
             if self._optimizer_changed == "raise":
                 optimizer_change.raise_for_changed_optimizer(saved, live)
