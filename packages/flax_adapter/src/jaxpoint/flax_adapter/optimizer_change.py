@@ -57,17 +57,28 @@ def raise_for_changed_optimizer(saved: Any, target: Any) -> None:
             "optimizer_changed='transfer'.") from None
 
 
-def rebuilt(target: Any, saved_tree: Any, choice: OptimizerChange) -> Any:
-    """`target` with every field of `saved_tree` (restored without a target) but opt_state,
-    placed on the target's shardings, and an optimizer state chosen by `choice`."""
-    fields = {}
-    for field in dataclasses.fields(target):
-        if not field.metadata.get("pytree_node", True) or field.name == "opt_state":
-            continue
-        fields[field.name] = _placed_like(saved_tree[field.name], getattr(target, field.name))
+def kept_fields(target: Any) -> dict[str, Any]:
+    """The array fields of a TrainState-like `target` except `opt_state`: what
+    "reinitialize" restores (a partial restore: the old optimizer state is never read)."""
+    return {field.name: getattr(target, field.name) for field in dataclasses.fields(target)
+            if field.metadata.get("pytree_node", True) and field.name != "opt_state"}
+
+
+def rebuilt(target: Any, restored: Any, choice: OptimizerChange) -> Any:
+    """`target` with the restored fields and an optimizer state chosen by `choice`.
+
+    For "reinitialize", `restored` holds `kept_fields(target)`, already on the target's
+    shardings; for "transfer" it is the whole saved state restored without a target, so
+    its fields are placed here and the saved optimizer leaves that still fit are kept.
+    """
+    if choice == "reinitialize":
+        fields = dict(restored)
+    else:
+        fields = {name: _placed_like(restored[name], value)
+                  for name, value in kept_fields(target).items()}
     fresh = reinitialize_opt_state(target.tx, fields["params"])
     opt_state = (fresh if choice == "reinitialize"
-                 else transfer_opt_state(saved_tree["opt_state"], fresh))
+                 else transfer_opt_state(restored["opt_state"], fresh))
     return target.replace(**fields, opt_state=opt_state)
 
 

@@ -70,11 +70,11 @@ class TrainingCheckpointer:
         if optimizer_change.has_changed_optimizer(saved, live):
             if self._optimizer_changed == "raise":
                 optimizer_change.raise_for_changed_optimizer(saved, live)
-            target, finish = None, lambda tree: optimizer_change.rebuilt(
-                live, tree, self._optimizer_changed)
+            state_args, finish = self._changed_optimizer_request(saved, live)
         else:
             target, finish = scalar_aware_target(saved, live)
-        names = {_STATE: ocp_args.StandardRestore(target)}
+            state_args = ocp_args.StandardRestore(target)
+        names: dict[str, Any] = {_STATE: state_args}
         names.update({name: ocp_args.JsonRestore() for name in self._items})
         if self._config is not None:
             names[_CONFIG] = ocp_args.JsonRestore()
@@ -87,6 +87,15 @@ class TrainingCheckpointer:
             self._trainer.step = step
         self.restored_step = step
         return step
+
+    def _changed_optimizer_request(self, saved: Any, live: Any) -> tuple[Any, Any]:
+        choice = self._optimizer_changed
+        if choice == "reinitialize":
+            target, cast = scalar_aware_target(saved, optimizer_change.kept_fields(live))
+            return (ocp_args.PyTreeRestore(item=target, partial_restore=True),
+                    lambda tree: optimizer_change.rebuilt(live, cast(tree), choice))
+        return (ocp_args.StandardRestore(None),
+                lambda tree: optimizer_change.rebuilt(live, tree, choice))
 
     def save(self, step: int, *, metrics: Mapping[str, Any] | None = None,
              force: bool = False) -> bool:
