@@ -50,10 +50,10 @@ def test_subclass_with_extra_fields_and_python_scalars(tmp_path):
     trainer = types.SimpleNamespace(state=create_rng_state(), step=0)
     with attach(trainer, tmp_path) as ckpt:
         ckpt.save(1, force=True)  # step and epoch are still Python ints here
-    fresh = types.SimpleNamespace(state=jax.eval_shape(lambda: create_rng_state(seed=5)),
-                                  step=None)
-    fresh.state = create_rng_state(seed=5)
-    fresh.state = fresh.state.replace(step=jnp.asarray(7, jnp.int32))  # target asks int32
+    # The resuming trainer's step is an int32 array (as after a jitted step): the saved
+    # Python int comes back as that, while `epoch`, a Python int in the target, stays one.
+    live = create_rng_state(seed=5)
+    fresh = types.SimpleNamespace(state=live.replace(step=jnp.asarray(7, jnp.int32)), step=None)
 
     with attach(fresh, tmp_path) as ckpt:
         assert ckpt.restored_step == 1 and fresh.step == 1
