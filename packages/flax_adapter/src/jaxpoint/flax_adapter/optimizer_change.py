@@ -38,6 +38,7 @@ def has_changed_optimizer(saved: Any, target: Any) -> bool:
     """Whether `target` is a TrainState-like object whose opt_state no longer fits."""
     if not (hasattr(target, "opt_state") and hasattr(target, "tx")):
         return False
+    saved = getattr(saved, "tree", saved)  # metadata(path).item_metadata is a TreeMetadata
     if not isinstance(saved, dict) or "opt_state" not in saved:
         return False
     try:
@@ -49,6 +50,7 @@ def has_changed_optimizer(saved: Any, target: Any) -> bool:
 
 def raise_for_changed_optimizer(saved: Any, target: Any) -> None:
     """The error of `check_opt_state_structure`, with the attach-level way out added."""
+    saved = getattr(saved, "tree", saved)
     try:
         check_opt_state_structure(saved["opt_state"], target.opt_state, where="state.opt_state")
     except OptStateMismatchError as error:
