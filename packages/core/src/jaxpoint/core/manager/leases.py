@@ -26,6 +26,7 @@ import uuid
 
 from jaxpoint.core.errors import CorruptCheckpointError, StorageError
 from jaxpoint.core.storage import Location
+from jaxpoint.core.storage.posix_backend import process_exists
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +50,7 @@ class LeaseRecord:
     def is_live(self, now: float) -> bool:
         if now >= self.expires_at:
             return False
-        return self.host != _HOST or _process_exists(self.pid)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+        return self.host != _HOST or process_exists(self.pid)
 
 
 def _record(expires_at: float) -> dict[str, object]:
