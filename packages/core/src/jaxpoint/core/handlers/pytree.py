@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from jaxpoint.core.errors import CorruptCheckpointError
+from jaxpoint.core.errors import CorruptCheckpointError, InvalidArgumentError
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
 from jaxpoint.core.handlers.pytree_metadata import (
     JAX_ARRAY,
@@ -57,17 +57,30 @@ class PyTreeCheckpointHandler:
         self._single_replica = single_replica_handler
 
     def stage(self, directory: Location, args: Any, *, context: SaveContext) -> WriteStep:
+        fmt = self._format_for(args)
         staged = stage_tree(args.item, args.save_args, is_primary=context.is_primary,
-                            copy=context.is_async)
-        record = TreeRecord(leaves=staged.records, use_ocdbt=self._format.use_ocdbt,
-                            use_zarr3=self._format.use_zarr3,
+                            copy=context.is_async,
+                            pinned=getattr(args, "enable_pinned_host_transfer", None))
+        record = TreeRecord(leaves=staged.records, use_ocdbt=fmt.use_ocdbt,
+                            use_zarr3=fmt.use_zarr3,
                             custom_metadata=getattr(args, "custom_metadata", None))
-        fmt = self._format
 
         def write() -> None:
             self._write(directory, staged, record, fmt, context)
 
         return write
+
+    def _format_for(self, args: Any) -> ArrayFormat:
+        size = getattr(args, "ocdbt_target_data_file_size", None)
+        if size is None:
+            return self._format
+        if not self._format.use_ocdbt:
+            raise InvalidArgumentError(
+                f"Expected use_ocdbt=True with ocdbt_target_data_file_size={size}, got a "
+                "handler with use_ocdbt=False, which writes no OCDBT data files. To fix, "
+                "drop ocdbt_target_data_file_size or use PyTreeCheckpointHandler(use_ocdbt=True)."
+            )
+        return dataclasses.replace(self._format, target_data_file_size=size)
 
     @staticmethod
     def _write(item: Location, staged: StagedTree, record: TreeRecord, fmt: ArrayFormat,
@@ -143,6 +156,14 @@ class PyTreeSave(CheckpointArgs):
     ocdbt_target_data_file_size: int | None = None
     enable_pinned_host_transfer: bool | None = None
     custom_metadata: Any = None
+
+    def __post_init__(self) -> None:
+        size = self.ocdbt_target_data_file_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise InvalidArgumentError(
+                f"Expected PyTreeSave(ocdbt_target_data_file_size=...) to be a positive int "
+                f"(bytes) or None, got {size!r}. To fix, pass e.g. 64 * 1024**2."
+            )
 
 
 @register_with_handler(PyTreeCheckpointHandler, for_restore=True)

@@ -32,12 +32,18 @@ class ArrayFormat:
     use_zarr3: bool = True
     compression: str | None = None
     zstd_level: int = 1
+    # None: LOCAL_DATA_FILE_BYTES on local storage, OBJECT_STORE_DATA_FILE_BYTES elsewhere.
+    target_data_file_size: int | None = None
 
 
-def process_database_spec(item: Location, process_index: int) -> dict[str, Any]:
-    """OCDBT kvstore spec of one process's database under `item`."""
+def process_database_spec(item: Location, process_index: int, *,
+                          target_data_file_size: int | None = None) -> dict[str, Any]:
+    """OCDBT kvstore spec of one process's database under `item`; new data files roll over
+    near `target_data_file_size` bytes (a default chosen by the kind of storage when None)."""
     base = item / f"{PROCESS_DB_PREFIX}{process_index}"
-    file_bytes = LOCAL_DATA_FILE_BYTES if item.is_local else OBJECT_STORE_DATA_FILE_BYTES
+    file_bytes = target_data_file_size
+    if file_bytes is None:
+        file_bytes = LOCAL_DATA_FILE_BYTES if item.is_local else OBJECT_STORE_DATA_FILE_BYTES
     return {
         "driver": "ocdbt",
         "base": base.kvstore_spec(),

@@ -130,7 +130,9 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
     """Writes every shard of `writes` into this process's database under `item`."""
     if not writes:
         return
-    database = process_database_spec(item, process_index) if fmt.use_ocdbt else None
+    database = (process_database_spec(item, process_index,
+                                      target_data_file_size=fmt.target_data_file_size)
+                if fmt.use_ocdbt else None)
     context = write_context()
     nbytes = sum(data.nbytes for w in writes for _, data in w.shards)
     is_bulk = [_is_bulk_write(w, fmt) for w in writes]
