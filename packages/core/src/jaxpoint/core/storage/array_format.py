@@ -146,7 +146,7 @@ def open_spec(item: Location, param_name: str, *, use_ocdbt: bool, use_zarr3: bo
     `has_every_chunk`: every chunk was written, so a missing one fails the read instead of
     silently reading as the fill value.
     """
-    spec = {"driver": "zarr3" if use_zarr3 else "zarr",
+    spec: dict[str, Any] = {"driver": "zarr3" if use_zarr3 else "zarr",
             "kvstore": array_kvstore_spec(item, param_name, use_ocdbt=use_ocdbt)}
     if has_every_chunk:
         spec["fill_missing_data_reads"] = False

@@ -137,6 +137,7 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
     nbytes = sum(data.nbytes for w in writes for _, data in w.shards)
     is_bulk = [_is_bulk_write(w, fmt) for w in writes]
     if any(is_bulk):
+        assert database is not None, "bulk writes go only into an OCDBT database"
         _write_small(item, database, [w for w, b in zip(writes, is_bulk, strict=True) if b], nbytes,
                      context)
         writes = [w for w, b in zip(writes, is_bulk, strict=True) if not b]
