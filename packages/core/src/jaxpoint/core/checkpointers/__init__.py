@@ -4,32 +4,21 @@ from jaxpoint.core.checkpointers.async_checkpointer import AsyncCheckpointer
 from jaxpoint.core.checkpointers.checkpointer import Checkpointer
 from jaxpoint.core.checkpointers.one_call import restore, save
 from jaxpoint.core.checkpointers.options import AsyncOptions, MultiprocessingOptions
-from jaxpoint.core.checkpointers.save_pipeline import SaveJob, ensure_committed
 from jaxpoint.core.checkpointers.standard import PyTreeCheckpointer, StandardCheckpointer
-from jaxpoint.core.checkpointers.step_metadata import (
-    STEP_METADATA_FILE,
-    StepMetadata,
-    read_step_metadata,
-    write_step_metadata,
-)
+from jaxpoint.core.checkpointers.step_metadata import StepMetadata
 from jaxpoint.core.checkpointers.verification import ItemReport, VerificationReport, verify
 
 __all__ = [
-    "STEP_METADATA_FILE",
     "AsyncCheckpointer",
     "AsyncOptions",
     "Checkpointer",
     "ItemReport",
     "MultiprocessingOptions",
     "PyTreeCheckpointer",
-    "SaveJob",
     "StandardCheckpointer",
     "StepMetadata",
     "VerificationReport",
-    "ensure_committed",
-    "read_step_metadata",
     "restore",
     "save",
     "verify",
-    "write_step_metadata",
 ]

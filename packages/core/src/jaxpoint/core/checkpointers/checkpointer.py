@@ -15,7 +15,8 @@ from jaxpoint.core.checkpointers.save_pipeline import (
 )
 from jaxpoint.core.checkpointers.step_metadata import StepMetadata, read_step_metadata
 from jaxpoint.core.errors import CheckpointNotFoundError, UnregisteredArgsError
-from jaxpoint.core.handlers import CheckpointArgs, handler_for_args, handler_supports
+from jaxpoint.core.handlers import CheckpointArgs
+from jaxpoint.core.handlers.registry import handler_for_args, handler_supports
 from jaxpoint.core.storage import Location
 from jaxpoint.core.storage.checksums import check_checksums
 

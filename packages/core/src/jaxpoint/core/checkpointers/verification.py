@@ -34,7 +34,7 @@ import tensorstore as ts
 from jaxpoint.core.checkpointers.save_pipeline import ensure_committed
 from jaxpoint.core.checkpointers.step_metadata import STEP_METADATA_FILE, read_step_metadata
 from jaxpoint.core.errors import CorruptCheckpointError
-from jaxpoint.core.handlers import JsonCheckpointHandler, handler_for_typestr
+from jaxpoint.core.handlers import JsonCheckpointHandler
 from jaxpoint.core.handlers.pytree_metadata import (
     ARRAY_TYPES,
     EMPTY_TYPES,
@@ -45,6 +45,7 @@ from jaxpoint.core.handlers.pytree_metadata import (
     TreeRecord,
     read_tree_record,
 )
+from jaxpoint.core.handlers.registry import handler_for_typestr
 from jaxpoint.core.storage import COMMIT_MARKER, Location, is_tmp_name, read_json
 from jaxpoint.core.storage.array_format import PROCESS_DB_PREFIX, open_spec
 from jaxpoint.core.storage.array_io import read_array_headers, tensorstore_error

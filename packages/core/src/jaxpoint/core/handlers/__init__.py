@@ -16,9 +16,6 @@ from jaxpoint.core.handlers.random_key import (
     NumpyRandomKeySave,
 )
 from jaxpoint.core.handlers.registry import (
-    handler_for_args,
-    handler_for_typestr,
-    handler_supports,
     register_typestr,
     register_with_handler,
 )
@@ -38,6 +35,5 @@ __all__ = [
     "ProtoSave", "PyTreeCheckpointHandler", "PyTreeRestore", "PyTreeSave", "RestoreArgs",
     "SaveArgs", "SaveContext", "SingleReplicaArrayHandler",
     "SingleReplicaArrayRestoreArgs", "ScalarMetadata", "StandardCheckpointHandler", "StandardRestore",
-    "StandardSave", "StringMetadata", "WriteStep", "handler_for_args", "handler_for_typestr",
-    "handler_supports", "register_typestr", "register_with_handler",
+    "StandardSave", "StringMetadata", "WriteStep", "register_typestr", "register_with_handler",
 ]

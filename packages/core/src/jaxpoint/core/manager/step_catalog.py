@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from jaxpoint.core.checkpointers import StepMetadata, read_step_metadata
+from jaxpoint.core.checkpointers.step_metadata import StepMetadata, read_step_metadata
 from jaxpoint.core.errors import CheckpointNotFoundError, CorruptCheckpointError
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo
 from jaxpoint.core.manager.step_names import StepNameFormat, committed_steps

@@ -10,7 +10,6 @@ from jaxpoint.core.multihost.broadcast import broadcast_one_to_all, broadcast_on
 from jaxpoint.core.multihost.preemption import (
     install_preemption_handler,
     reached_preemption,
-    reset_preemption_handler,
 )
 from jaxpoint.core.multihost.processes import is_primary_host, process_count, process_index
 
@@ -23,6 +22,5 @@ __all__ = [
     "process_count",
     "process_index",
     "reached_preemption",
-    "reset_preemption_handler",
     "sync_global_processes",
 ]
