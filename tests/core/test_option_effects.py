@@ -132,7 +132,7 @@ def test_ocdbt_target_data_file_size_rolls_data_files(tmp_path):
 
 @pytest.mark.parametrize("size", [0, -1, 1.5, True])
 def test_ocdbt_target_data_file_size_must_be_positive(size):
-    with pytest.raises(InvalidArgumentError, match="Expected .*ocdbt_target_data_file_size.* positive int"):
+    with pytest.raises(InvalidArgumentError, match=r"Expected PyTreeSave.ocdbt_target_data_file_size \(bytes\) to be an int >= 1 or None"):
         ocp.args.PyTreeSave({}, ocdbt_target_data_file_size=size)
 
 

@@ -34,6 +34,7 @@ from jaxpoint.core.storage import (
     read_json,
     write_arrays,
 )
+from jaxpoint.core.validation import require_positive_int
 
 STRINGS_FILE = "_strings.json"
 ARRAY_METADATAS = "array_metadatas"
@@ -158,12 +159,9 @@ class PyTreeSave(CheckpointArgs):
     custom_metadata: Any = None
 
     def __post_init__(self) -> None:
-        size = self.ocdbt_target_data_file_size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
-            raise InvalidArgumentError(
-                f"Expected PyTreeSave(ocdbt_target_data_file_size=...) to be a positive int "
-                f"(bytes) or None, got {size!r}. To fix, pass e.g. 64 * 1024**2."
-            )
+        require_positive_int(self.ocdbt_target_data_file_size, allow_none=True,
+                             what="PyTreeSave.ocdbt_target_data_file_size (bytes)",
+                             fix="pass e.g. 64 * 1024**2, or None for the default")
 
 
 @register_with_handler(PyTreeCheckpointHandler, for_restore=True)

@@ -21,6 +21,7 @@ from jaxpoint.core.manager import save_decision as decide
 from jaxpoint.core.manager.checkpoint_info import as_step
 from jaxpoint.core.manager.step_names import StepNameFormat, standard_name_format
 from jaxpoint.core.storage import validate_name
+from jaxpoint.core.validation import require_positive_int
 
 _DEFAULT_INTERVAL = 1
 
@@ -33,9 +34,8 @@ def _fail(option: str, expected: str, got: Any, fix: str) -> InvalidArgumentErro
 
 
 def _check_count(options: Any, name: str, fix: str) -> None:
-    value = getattr(options, name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise _fail(name, "an int >= 1 or None", value, fix)
+    require_positive_int(getattr(options, name), what=f"CheckpointManagerOptions.{name}",
+                         fix=fix, allow_none=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -23,6 +23,7 @@ from jaxpoint.core.storage import (
     is_tmp_name,
     validate_name,
 )
+from jaxpoint.core.validation import require_positive_int
 
 
 @runtime_checkable
@@ -50,12 +51,8 @@ class StandardStepNameFormat:
                     "To fix, pass e.g. step_prefix='ckpt' (folders 'ckpt_<step>'), or None."
                 )
             validate_name(prefix, what="step_prefix")
-        if length is not None and (isinstance(length, bool) or not isinstance(length, int)
-                                   or length < 1):
-            raise InvalidArgumentError(
-                f"Expected step_format_fixed_length to be an int >= 1 or None, got {length!r}. "
-                "To fix, pass e.g. 6 (folders '000042'), or None for unpadded names."
-            )
+        require_positive_int(length, what="step_format_fixed_length", allow_none=True,
+                             fix="pass e.g. 6 (folders '000042'), or None for unpadded names")
 
     @functools.cached_property
     def _pattern(self) -> re.Pattern[str]:
