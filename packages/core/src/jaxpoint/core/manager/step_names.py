@@ -149,3 +149,25 @@ def tmp_step_names(root: Location, name_format: StepNameFormat) -> list[str]:
               and not protocol.is_committed(root / name)):
             leftovers.append(name)
     return leftovers
+
+
+def name_format_for(*, step_prefix: str | None, step_format_fixed_length: int | None,
+                    step_name_format: StepNameFormat | None, where: str = "") -> StepNameFormat:
+    """The format that names steps: `step_name_format`, or the standard one built from
+    `step_prefix` and `step_format_fixed_length`; giving both kinds is an error. `where`
+    prefixes the option names in errors (e.g. "CheckpointManagerOptions.")."""
+    if step_name_format is None:
+        return standard_name_format(step_prefix=step_prefix,
+                                    step_format_fixed_length=step_format_fixed_length)
+    if step_prefix is not None or step_format_fixed_length is not None:
+        raise InvalidArgumentError(
+            f"{where}step_name_format names steps by itself, so it cannot be combined with "
+            "step_prefix or step_format_fixed_length. To fix, drop them or pass "
+            "standard_name_format(step_prefix=..., step_format_fixed_length=...)."
+        )
+    if not isinstance(step_name_format, StepNameFormat):
+        raise InvalidArgumentError(
+            f"Expected {where}step_name_format to be an object with build_name() and "
+            f"parse_name(), got {step_name_format!r}. To fix, pass standard_name_format(...)."
+        )
+    return step_name_format
