@@ -54,6 +54,8 @@ FIELDS: dict[tuple[str, str], str] = {
     ("CheckpointManagerOptions", "read_only"): "tests/core/multiprocess/test_crash.py",
     ("CheckpointManagerOptions", "multiprocessing_options"): "tests/core/multiprocess/workloads.py",
     ("CheckpointManagerOptions", "enable_background_delete"): "tests/reliability/crash/child.py",
+    ("CheckpointManagerOptions", "handle_sigterm"): "tests/core/manager/exit_child.py",
+    ("CheckpointManagerOptions", "allow_concurrent_writers"): "tests/reliability/test_concurrency.py",
     **{("JaxRandomKeyRestore", f): "tests/core/interop/test_orbax_fixtures.py" for f in ("item", "restore_args")},
     **{("JaxRandomKeySave", f): "tests/core/interop/test_orbax_fixtures.py" for f in ("item", "save_args")},
     ("JsonRestore", "item"): "tests/core/interop/test_read_orbax_written.py",

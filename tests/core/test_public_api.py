@@ -22,7 +22,8 @@ def _pinned(namespace: str) -> list[str]:
 def test_the_public_namespaces():
     assert NAMESPACES == [
         "jaxpoint.core", "jaxpoint.core.args", "jaxpoint.core.checkpointers",
-        "jaxpoint.core.errors", "jaxpoint.core.handlers", "jaxpoint.core.manager",
+        "jaxpoint.core.errors", "jaxpoint.core.handlers", "jaxpoint.core.inspection",
+        "jaxpoint.core.manager",
         "jaxpoint.core.multihost",
     ]
 

@@ -15,7 +15,7 @@ from jaxpoint.core.errors import (
     CheckpointNotFoundError,
     UncommittedCheckpointError,
 )
-from jaxpoint.core.storage import COMMIT_MARKER, TMP_SUFFIX
+from jaxpoint.core.storage import COMMIT_MARKER, TMP_SUFFIX, Location, commit_protocol_for
 from object_storage.support import (
     abstract,
     assert_bit_exact,
@@ -126,3 +126,22 @@ def test_folder_without_marker_is_never_restored_nor_blocks_a_save(bucket: Objec
     stale = {name for name in old_names & set(object_names(bucket, "ckpt/")) if "/d/" in name}
     assert not stale, f"data files of the uncommitted save survived: {sorted(stale)}"
 
+
+
+def test_the_commit_marker_is_written_only_where_there_is_none(bucket: ObjectStore):
+    # Two writers of one step on a bucket: the marker is a conditional write
+    # (S3 If-None-Match, GCS ifGenerationMatch=0), so only the first commits.
+    final = Location.parse(bucket.url("run/5"))
+    protocol = commit_protocol_for(final)
+    work = protocol.begin(final)
+    (work / "data").write_text("first")
+    protocol.commit(work, final)
+    marker = (final / COMMIT_MARKER).read_bytes()
+    with pytest.raises(CheckpointExistsError, match=(
+            rf"Expected no checkpoint at {re.escape(str(final))} when committing, found its "
+            r"commit_success.txt: another writer committed it first")):
+        protocol.commit(work, final)
+    assert (final / COMMIT_MARKER).read_bytes() == marker
+    protocol.uncommit(final)
+    protocol.uncommit(final)  # a second deleter: success
+    assert not final.exists()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
 from jaxpoint.core import args
 from jaxpoint.core.errors import StepNotFoundError
 from jaxpoint.core.manager import CheckpointManager, CheckpointManagerOptions
-from jaxpoint.core.storage import COMMIT_MARKER
+from jaxpoint.core.storage import COMMIT_MARKER, Location
 from object_storage.support import (
     abstract,
     assert_bit_exact,
@@ -95,3 +96,20 @@ def test_step_without_marker_is_not_listed_and_is_saved_again(bucket: ObjectStor
         assert manager.all_steps() == [1, 2]
         restored = manager.restore(2, args=args.StandardRestore(abstract(replacement)))
     assert_bit_exact(restored, replacement)
+
+
+def test_a_writer_recorded_by_another_process_is_reported(bucket: ObjectStore, caplog):
+    # Object stores have no locks: the record left by another writer is a warning only.
+    other = b'{"host": "trainer-7", "pid": 4242, "since": "2026-01-01T00:00:00Z"}'
+    Location.parse(bucket.url("run/_WRITER_LOCK")).write_bytes(other)
+    options = CheckpointManagerOptions(enable_async_checkpointing=False)
+    with caplog.at_level(logging.WARNING, logger="jaxpoint.core.manager.writer_lock"):
+        with CheckpointManager(bucket.url("run"), options=options) as manager, \
+                CheckpointManager(bucket.url("run"), options=options):  # same process: shared
+            assert manager.save(1, args=args.StandardSave(sharded_tree(1)))
+            assert any(name.endswith("_WRITER_LOCK") for name in object_names(bucket, "run/"))
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert "records another writer of" in warnings[0]
+    assert "process 4242 on host trainer-7 (since 2026-01-01T00:00:00Z)" in warnings[0]
+    assert not any(name.endswith("_WRITER_LOCK") for name in object_names(bucket, "run/"))

@@ -57,7 +57,7 @@ def _assert_intact(path: Path, tree: dict) -> None:
 def test_disk_full_fails_clearly_and_a_retry_succeeds(small_disk, saved_before):
     filler = fill_disk(small_disk, leave_bytes=2 * MIB)
     new = _tree(4, seed=2)
-    with pytest.raises(StorageError, match=r"b\.orbax-checkpoint-tmp: the disk is full \(.*No space "
+    with pytest.raises(StorageError, match=r"b\.orbax-checkpoint-tmp-[-0-9a-f]+: the disk is full \(.*No space "
                                            r"left on device.*This process writes 4\.0 MiB of array "
                                            r"data there; [0-9.]+ MiB are free"):
         ocp.save(small_disk / "b", new)
@@ -107,7 +107,7 @@ def test_disk_full_in_the_background_is_raised_by_the_next_call(small_disk, save
 
 def test_read_only_file_system(small_disk, saved_before):
     remount_read_only(small_disk)
-    match = r"orbax-checkpoint-tmp: Read-only file system\. The file system is read-only"
+    match = r"orbax-checkpoint-tmp-[-0-9a-f]+: Read-only file system\. The file system is read-only"
     with pytest.raises(StorageError, match=match):
         ocp.save(small_disk / "b", _tree(1))
     with pytest.raises(StorageError, match=match):
@@ -155,7 +155,7 @@ _UNPRIVILEGED = textwrap.dedent(r"""
     from jaxpoint.core.errors import StorageError
     shared, private, locked = sys.argv[1:4]
     denied = r"Permission denied\. Grant write access or choose another directory"
-    with pytest.raises(StorageError, match=rf"Could not create the folder .*ckpt\.orbax-checkpoint-tmp: {denied}"):
+    with pytest.raises(StorageError, match=rf"Could not create the folder .*ckpt\.orbax-checkpoint-tmp-[-0-9a-f]+: {denied}"):
         ocp.save(f"{shared}/ckpt", {"w": np.ones(3)})
     with ocp.AsyncCheckpointer(ocp.StandardCheckpointHandler()) as ckptr:
         with pytest.raises(StorageError, match=denied):

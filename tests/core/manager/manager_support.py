@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from jaxpoint.core import args
 from jaxpoint.core.manager import CheckpointManager, CheckpointManagerOptions
+from jaxpoint.core.manager.leases import LEASE_FOLDER
+from jaxpoint.core.manager.writer_lock import WRITER_LOCK_FILE
 
 
 def tree(step: int) -> dict[str, Any]:
@@ -31,7 +33,7 @@ def save_steps(manager: CheckpointManager, steps: list[int], *,
 def step_folders(directory: Path) -> list[str]:
     """Names in `directory` other than the manager's bookkeeping folders."""
     return sorted(p.name for p in Path(directory).iterdir()
-                  if p.name not in ("metadata", "_READ_LEASES"))
+                  if p.name not in ("metadata", LEASE_FOLDER, WRITER_LOCK_FILE))
 
 
 def restored_step(manager: CheckpointManager, step: int | None = None) -> int:

@@ -58,4 +58,5 @@ def test_two_processes_save_keep_restore_and_delete(tmp_path: Path) -> None:
         assert report["steps"] == [2, 4] and report["best"] == 2
         assert report["restored_local"] == report["expected_local"]
         assert report["after_delete"] == [2] and report["evaluator_step"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["_READ_LEASES", "ckpt_2", "metadata"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_READ_LEASES", "_WRITER_LOCK", "ckpt_2",
+                                                       "metadata"]

@@ -31,10 +31,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from jaxpoint.core.storage import parse_tmp_name
+from jaxpoint.core.storage.commit import SAVING
+
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
 CHILD_ENV = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
 READY_TIMEOUT_S = 180.0
-TMP_SUFFIX = ".orbax-checkpoint-tmp"
 DEFAULT_PHASE_S = 0.01
 ONCE_PER_CHILD = {"cleanup"}  # phases a child enters only once: aim at the first entry
 
@@ -309,13 +311,13 @@ def disk_state(directory: Path) -> str:
     parts = []
     for entry in sorted(directory.iterdir()):
         name = entry.name
-        if TMP_SUFFIX not in name:
+        tmp = parse_tmp_name(name)
+        if tmp is None:
             continue
-        base, _, kind = name.partition(TMP_SUFFIX)
-        if kind == "":
-            parts.append(f"tmp {base}: {_save_progress(entry)}")
+        if tmp.kind == SAVING:
+            parts.append(f"tmp {tmp.base}: {_save_progress(entry)}")
         else:
-            parts.append(f"{kind.lstrip('-')} {base}")
+            parts.append(f"{tmp.kind} {tmp.base}")
     return "; ".join(parts) or "no leftovers"
 
 

@@ -16,7 +16,8 @@ _EXPORTS = {
     ),
     "jaxpoint.core.errors": (
         "BackgroundSaveError", "BarrierTimeoutError", "CheckpointError", "CheckpointExistsError",
-        "CheckpointNotFoundError", "CorruptCheckpointError", "ProcessFailureError",
+        "CheckpointNotFoundError", "CorruptCheckpointError", "DirectoryInUseError",
+        "ProcessFailureError",
         "StepAlreadyExistsError", "StepNotFoundError", "StorageError", "TreeMismatchError",
         "UncommittedCheckpointError",
     ),
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
         CheckpointExistsError,
         CheckpointNotFoundError,
         CorruptCheckpointError,
+        DirectoryInUseError,
         ProcessFailureError,
         StepAlreadyExistsError,
         StepNotFoundError,

@@ -63,12 +63,20 @@ class StorageError(CheckpointError, OSError):
     """The storage refused an operation (space, permissions, network)."""
 
 
+class DirectoryInUseError(CheckpointError):
+    """Another live process holds a checkpoint directory for writing."""
+
+
 class BarrierTimeoutError(CheckpointError, TimeoutError):
     """Processes did not all reach a barrier in time."""
 
 
 class BackgroundSaveError(CheckpointError):
     """An asynchronous save failed; raised on the next call into the same object."""
+
+
+class SaveAbandonedError(CheckpointError):
+    """A save in flight was abandoned before its commit (a second Ctrl-C at exit)."""
 
 
 class ProcessFailureError(CheckpointError):

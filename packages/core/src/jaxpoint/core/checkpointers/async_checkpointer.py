@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
+from jaxpoint.core.checkpointers import exit_guard
+from jaxpoint.core.checkpointers.background_failure import BackgroundFailure
 from jaxpoint.core.checkpointers.checkpointer import Checkpointer, PathLike
 from jaxpoint.core.checkpointers.options import AsyncOptions, MultiprocessingOptions
 from jaxpoint.core.checkpointers.save_pipeline import SaveJob, finish_save
@@ -21,7 +24,10 @@ logger = logging.getLogger(__name__)
 
 
 class AsyncCheckpointer(Checkpointer):
-    """A Checkpointer whose writes run in one background thread, one save at a time."""
+    """A Checkpointer whose writes run in one background thread, one save at a time.
+
+    At interpreter exit a save still in flight finishes and commits (see exit_guard).
+    """
 
     def __init__(self, handler: Any, *, timeout_secs: float | None = None,
                  multiprocessing_options: MultiprocessingOptions | None = None,
@@ -31,16 +37,19 @@ class AsyncCheckpointer(Checkpointer):
         self._timeout_s = timeout_secs if timeout_secs is not None else options.timeout_secs
         self._on_commit = options.post_finalization_callback
         self._thread: threading.Thread | None = None
-        self._failure: tuple[str, BaseException] | None = None
+        self._job: SaveJob | None = None
+        self._failure = BackgroundFailure()
         self._lock = threading.Lock()
+        exit_guard.guard(self)
 
     def save(self, directory: PathLike, args: Any = None, *, force: bool = False,
              custom_metadata: dict[str, Any] | None = None,
-             metrics: dict[str, Any] | None = None) -> None:
+             metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
         """Collective: every process calls this, in the same order. Returns once staged."""
         self.wait_until_finished()
         job = self._begin(directory, args, force=force, is_async=True,
-                          custom_metadata=custom_metadata, metrics=metrics)
+                          custom_metadata=custom_metadata, metrics=metrics, step=step)
+        job.blocked_s = time.perf_counter() - job.started_s
         self.start_background(job)
 
     def start_background(self, job: SaveJob) -> None:
@@ -48,7 +57,8 @@ class AsyncCheckpointer(Checkpointer):
         thread = threading.Thread(target=self._finish, args=(job,), daemon=True,
                                   name=f"jaxpoint-save:{job.final.name}")
         with self._lock:
-            self._thread = thread
+            self._thread, self._job = thread, job
+        exit_guard.guard(self)  # again: close() ends the guard, a later save renews it
         thread.start()
 
     def _finish(self, job: SaveJob) -> None:
@@ -58,23 +68,29 @@ class AsyncCheckpointer(Checkpointer):
                 self._on_commit()
         except BaseException as error:  # kept for the caller's next call
             logger.error("Background save to %s failed: %s", job.final, error)
-            with self._lock:
-                self._failure = (str(job.final), error)
+            self._failure.store(BackgroundSaveError(
+                f"The asynchronous save to {job.final} failed: {type(error).__name__}: "
+                f"{error}. Nothing was committed there; earlier checkpoints are intact."),
+                cause=error)
 
     def is_saving_in_progress(self) -> bool:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
+    def pending_save(self) -> str | None:
+        """The save in flight, for logs ("step 10 (/ckpt/10)"), or None."""
+        job = self._job
+        return job.label if job is not None and self.is_saving_in_progress() else None
+
+    def abandon_pending_save(self) -> None:
+        """Makes the save in flight stop before its commit; it stays uncommitted."""
+        job = self._job
+        if job is not None:
+            job.abandoned.set()
+
     def check_for_errors(self) -> None:
         """Raises the failure of a finished background save, once."""
-        with self._lock:
-            failure, self._failure = self._failure, None
-        if failure is not None:
-            path, error = failure
-            raise BackgroundSaveError(
-                f"The asynchronous save to {path} failed: {type(error).__name__}: {error}. "
-                "Nothing was committed there; earlier checkpoints are intact."
-            ) from error
+        self._failure.raise_once()
 
     def wait_until_finished(self) -> None:
         """Blocks until the background save is committed; raises if it failed."""
@@ -89,4 +105,5 @@ class AsyncCheckpointer(Checkpointer):
         self.check_for_errors()
 
     def close(self) -> None:
+        exit_guard.unguard(self)
         self.wait_until_finished()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from jaxpoint.core.checkpointers.gc_pause import gc_paused
@@ -14,13 +15,39 @@ from jaxpoint.core.checkpointers.save_pipeline import (
     finish_save,
 )
 from jaxpoint.core.checkpointers.step_metadata import StepMetadata, read_step_metadata
-from jaxpoint.core.errors import CheckpointNotFoundError, UnregisteredArgsError
-from jaxpoint.core.handlers import CheckpointArgs
-from jaxpoint.core.handlers.registry import handler_for_args, handler_supports
+from jaxpoint.core.checkpointers.transfer_report import (
+    log_restore,
+    restored_payload,
+    shardings_source,
+)
+from jaxpoint.core.errors import (
+    CheckpointNotFoundError,
+    InvalidArgumentError,
+    UnregisteredArgsError,
+)
+from jaxpoint.core.handlers import CheckpointArgs, Composite
+from jaxpoint.core.handlers.registry import handler_for_args, handler_supports, is_save_args
 from jaxpoint.core.storage import Location
 from jaxpoint.core.storage.checksums import check_checksums
 
 PathLike = Any  # str, os.PathLike or an epath.Path
+
+
+def _label(location: Location, step: int | None) -> str:
+    return str(location) if step is None else f"step {step} ({location})"
+
+
+def refuse_save_args_on_restore(args: Any) -> None:
+    """Save args given to a restore are a mistake to name, not a type to coerce."""
+    items = args.items() if isinstance(args, Composite) else [("", args)]
+    for name, item in items:
+        if is_save_args(item):
+            where = f" for item {name!r}" if name else ""
+            wanted = type(item).__name__.replace("Save", "Restore")
+            raise InvalidArgumentError(
+                f"Expected restore args{where}, got the save args {type(item).__name__}. To "
+                f"fix, pass ocp.args.{wanted}(target) (or args=None to restore as saved)."
+            )
 
 
 class Checkpointer:
@@ -48,6 +75,8 @@ class Checkpointer:
         return self._handler
 
     def _coerce(self, args: Any, wrapper: type | None, *, what: str) -> Any:
+        if what == "restore":
+            refuse_save_args_on_restore(args)
         if args is None or isinstance(args, CheckpointArgs):
             if args is not None and not handler_supports(self._handler, args):
                 try:
@@ -70,7 +99,8 @@ class Checkpointer:
         )
 
     def _begin(self, directory: PathLike, args: Any, *, force: bool, is_async: bool,
-               custom_metadata: dict[str, Any] | None, metrics: dict[str, Any] | None = None) -> SaveJob:
+               custom_metadata: dict[str, Any] | None, metrics: dict[str, Any] | None = None,
+               step: int | None = None) -> SaveJob:
         args = self._coerce(args, self._raw_save_args, what="save")
         if args is None:
             raise UnregisteredArgsError("save() needs args, e.g. args=ocp.args.StandardSave(tree).")
@@ -78,29 +108,41 @@ class Checkpointer:
         typestrs = recorded(args) if recorded is not None else self._handler.typestr
         metadata = StepMetadata(item_handlers=typestrs, custom_metadata=dict(custom_metadata or {}),
                                 metrics=dict(metrics or {}))
+        location = Location.parse(directory)
         with gc_paused():  # staging builds objects per leaf (see gc_pause)
-            return begin_save(self._handler, Location.parse(directory), args, force=force,
-                              options=self._options, is_async=is_async, step_metadata=metadata)
+            return begin_save(self._handler, location, args, force=force,
+                              options=self._options, is_async=is_async, step_metadata=metadata,
+                              label=_label(location, step))
 
     def save(self, directory: PathLike, args: Any = None, *, force: bool = False,
              custom_metadata: dict[str, Any] | None = None,
-             metrics: dict[str, Any] | None = None) -> None:
+             metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
         """Collective: every process calls this, in the same order. Returns once committed.
 
-        `metrics` are recorded in `_CHECKPOINT_METADATA` (the manager passes them).
+        `metrics` are recorded in `_CHECKPOINT_METADATA` (the manager passes them); `step`
+        names the save in its log line.
         """
         with gc_paused():
             finish_save(self._begin(directory, args, force=force, is_async=False,
-                                    custom_metadata=custom_metadata, metrics=metrics))
+                                    custom_metadata=custom_metadata, metrics=metrics,
+                                    step=step))
 
-    def restore(self, directory: PathLike, args: Any = None) -> Any:
-        """Restores the item at `directory`; without args, as it was saved."""
+    def restore(self, directory: PathLike, args: Any = None, *, step: int | None = None) -> Any:
+        """Restores the item at `directory`; without args, as it was saved.
+
+        Without a target, arrays come back on the shardings they were saved with (where
+        those devices exist here). `step` names the restore in its log line.
+        """
         location = Location.parse(directory)
+        started_s = time.perf_counter()
         with gc_paused():
             ensure_committed(location)
             check_checksums(location)
-            return self._handler.restore(location, self._coerce(args, self._raw_restore_args,
-                                                                what="restore"))
+            args = self._coerce(args, self._raw_restore_args, what="restore")
+            restored = self._handler.restore(location, args)
+        log_restore(_label(location, step), restored_payload(restored),
+                    seconds=time.perf_counter() - started_s, source=shardings_source(args))
+        return restored
 
     def metadata(self, directory: PathLike) -> StepMetadata:
         """Step metadata plus `item_metadata` (shapes, dtypes, shardings) from the files."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any
 
@@ -19,11 +20,18 @@ from jaxpoint.core import multihost
 from jaxpoint.core.checkpointers.memory_release import release_freed_memory
 from jaxpoint.core.checkpointers.options import MultiprocessingOptions
 from jaxpoint.core.checkpointers.step_metadata import StepMetadata, write_step_metadata
+from jaxpoint.core.checkpointers.transfer_report import (
+    Payload,
+    log_save,
+    performance_metrics,
+    save_payload,
+)
 from jaxpoint.core.errors import (
     BarrierTimeoutError,
     CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
+    SaveAbandonedError,
     UncommittedCheckpointError,
 )
 from jaxpoint.core.handlers import SaveContext, WriteStep
@@ -33,6 +41,7 @@ from jaxpoint.core.storage import (
     Location,
     commit_protocol_for,
     is_tmp_name,
+    parse_tmp_name,
 )
 from jaxpoint.core.storage.checksums import write_checksums
 
@@ -50,17 +59,19 @@ class SaveJob:
     options: MultiprocessingOptions
     step_metadata: StepMetadata
     barrier_name: str
+    replace: bool
+    payload: Payload
+    label: str
+    started_s: float = dataclasses.field(default_factory=time.perf_counter)
+    started_at_s: float = dataclasses.field(default_factory=time.time)
+    # Time the caller spent in save(); set once save() returns.
+    blocked_s: float | None = None
+    # Set to stop the save before its commit (a second Ctrl-C at exit).
+    abandoned: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 def _processes(options: MultiprocessingOptions) -> Any:
     return options.active_processes
-
-
-def _sync(name: str, options: MultiprocessingOptions) -> None:
-    if options.primary_host is None:
-        return  # every process commits its own files: nothing to wait for
-    multihost.sync_global_processes(name, processes=_processes(options),
-                                    timeout_s=options.barrier_timeout_s)
 
 
 def ensure_absent_or_forced(final: Location, *, force: bool) -> None:
@@ -79,25 +90,33 @@ def ensure_absent_or_forced(final: Location, *, force: bool) -> None:
 
 def begin_save(handler: Any, final: Location, args: Any, *, force: bool,
                options: MultiprocessingOptions, is_async: bool,
-               step_metadata: StepMetadata) -> SaveJob:
+               step_metadata: StepMetadata, label: str) -> SaveJob:
     """Collective: every process calls this, in the same order."""
+    started_s = time.perf_counter()
     ensure_absent_or_forced(final, force=force)
     protocol = commit_protocol_for(final)
     is_primary = multihost.is_primary_host(options.primary_host)
     barrier_name = options.barrier_sync_key_prefix or "jaxpoint-save"
+    work_name = None
     if is_primary:
         final.parent.make_folder()
-        work = protocol.begin(final)
-    else:
-        work = final.parent / f"{final.name}{TMP_SUFFIX}" if final.has_atomic_rename else final
-    _sync(f"{barrier_name}/work-folder-ready", options)
+        work_name = protocol.begin(final).name
+    if options.primary_host is not None:
+        # The work folder's name is unique to this attempt (see storage/commit.py): the
+        # primary sends it, which also tells everyone that the folder is ready.
+        work_name = multihost.broadcast_one_to_some(
+            work_name, is_source=is_primary, processes=_processes(options),
+            timeout_s=options.barrier_timeout_s, name=f"{barrier_name}/work-folder")
+    work = final.parent / work_name
     context = SaveContext(process_index=multihost.process_index(), is_primary=is_primary,
                           is_async=is_async)
     write = handler.stage(work, args, context=context)
+    logger.debug("%s staged after %.3f s", label, time.perf_counter() - started_s)
     init = dataclasses.replace(step_metadata, init_timestamp_nsecs=time.time_ns())
     return SaveJob(final=final, work=work, protocol=protocol, write=write, handler=handler,
                    context=context, options=options, step_metadata=init,
-                   barrier_name=barrier_name)
+                   barrier_name=barrier_name, replace=force, payload=save_payload(args),
+                   label=label, started_s=started_s)
 
 
 def finish_save(job: SaveJob) -> None:
@@ -108,6 +127,9 @@ def finish_save(job: SaveJob) -> None:
     """
     try:
         _write_and_commit(job)
+        committed_s = time.perf_counter() - job.started_s
+        log_save(job.label, job.payload, commit_s=committed_s,
+                 blocked_s=committed_s if job.blocked_s is None else job.blocked_s)
     except BarrierTimeoutError:
         raise  # other processes may still be writing there
     except Exception:
@@ -133,6 +155,11 @@ def _write_and_commit(job: SaveJob) -> None:
     outcome: bool | BaseException = True
     try:
         job.write()
+        logger.debug("%s written after %.3f s", job.label, time.perf_counter() - job.started_s)
+        if job.abandoned.is_set():
+            raise SaveAbandonedError(
+                f"The save of {job.label} was abandoned before its commit (second Ctrl-C); "
+                f"it stays uncommitted at {job.work}, and earlier checkpoints are intact.")
     except Exception as error:  # reported to every process below, then re-raised
         outcome = error
     _agree(outcome, f"{job.barrier_name}/written", options)
@@ -140,10 +167,15 @@ def _write_and_commit(job: SaveJob) -> None:
         outcome = True
         try:
             job.handler.finalize(job.work, context=job.context)
+            write_s = time.perf_counter() - job.started_s
+            metrics = performance_metrics(
+                job.payload, write_s=write_s, started_at_s=job.started_at_s,
+                blocked_s=write_s if job.blocked_s is None else job.blocked_s)
             write_step_metadata(job.work, dataclasses.replace(
-                job.step_metadata, commit_timestamp_nsecs=time.time_ns()))
+                job.step_metadata, commit_timestamp_nsecs=time.time_ns(),
+                performance_metrics={**job.step_metadata.performance_metrics, **metrics}))
             write_checksums(job.work)
-            job.protocol.commit(job.work, job.final)
+            job.protocol.commit(job.work, job.final, replace=job.replace)
         except Exception as error:
             outcome = error
     _agree(outcome, f"{job.barrier_name}/committed", options)
@@ -164,13 +196,14 @@ def ensure_committed(final: Location) -> None:
     """Raises unless `final` holds a committed checkpoint."""
     if is_tmp_name(final.name):
         raise UncommittedCheckpointError(
-            f"{final} is an unfinished save (its name ends in {TMP_SUFFIX}); it was never "
+            f"{final} is an unfinished save (its name has {TMP_SUFFIX}); it was never "
             "committed and cannot be restored. To fix, restore a committed checkpoint."
         )
     if not final.exists():
-        pending = final.parent / f"{final.name}{TMP_SUFFIX}"
-        hint = (f" An unfinished save of it exists at {pending}; it never committed."
-                if pending.exists() else "")
+        pending = [name for name in final.parent.list_names()
+                   if (tmp := parse_tmp_name(name)) is not None and tmp.base == final.name]
+        hint = (f" An unfinished save of it exists at {final.parent / pending[0]}; it never "
+                "committed." if pending else "")
         raise CheckpointNotFoundError(
             f"Expected a checkpoint at {final}, found nothing.{hint} To fix, check the path "
             "(list the directory to see what exists)."

@@ -17,6 +17,7 @@ class StepMetadata:
 
     item_handlers: str | dict[str, str] | None = None
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Save figures (see transfer_report.performance_metrics).
     performance_metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     init_timestamp_nsecs: int | None = None
     commit_timestamp_nsecs: int | None = None

@@ -8,6 +8,7 @@ caller asked for `strict=False` (pad or truncate shapes, cast dtypes).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from jaxpoint.core.handlers.pytree_metadata import (
 from jaxpoint.core.handlers.sharding_metadata import sharding_from_description
 from jaxpoint.core.storage import ArrayRead, Location, open_arrays, read_arrays
 from jaxpoint.core.tree import TreePath, build_tree, flatten_with_paths
+
+logger = logging.getLogger(__name__)
 
 # Bytes read ahead when leaves go to an accelerator: each host buffer is released once
 # copied to its device, so reading further ahead costs host memory only while in flight.
@@ -118,6 +121,25 @@ def plan_leaf(record: LeafRecord, target: Any, args: Any, extras: SavedExtras,
     return plan
 
 
+def _warn_about_lost_shardings(item: Location, plans: list[LeafPlan],
+                               extras: SavedExtras) -> None:
+    """One warning when arrays saved over devices missing here land on one device."""
+    lost = 0
+    for plan in plans:
+        saved = extras.shardings.get(plan.path.param_name) if plan.kind == "jax" else None
+        if saved and isinstance(plan.sharding, jax.sharding.SingleDeviceSharding) and (
+                saved.get("sharding_type") != "SingleDeviceSharding"
+                or saved.get("device_id") not in (None, next(iter(plan.sharding.device_set)).id)):
+            lost += 1
+    if lost:
+        logger.warning(
+            "%d array(s) in %s were saved on devices this process does not have (it sees %d); "
+            "restored without a target, they are placed on one device, %s. To restore onto "
+            "shardings of your choice, pass a target whose leaves carry them, e.g. "
+            "jax.ShapeDtypeStruct(shape, dtype, sharding=...).", lost, item,
+            jax.device_count(), jax.local_devices()[0])
+
+
 def _is_key_dtype(dtype: Any) -> bool:
     return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
@@ -146,7 +168,9 @@ def match_target(record: TreeRecord, structure: Any, *, partial: bool) -> tuple[
             parts.append(f"the checkpoint has keys the target lacks: {extra[:20]}")
         raise TreeMismatchError(
             f"Expected the target tree to match the saved tree, but {'; '.join(parts)}. To fix, "
-            "pass a target with the saved structure (see metadata(path)), or restore a subset "
+            "pass a target with the saved structure (list it with "
+            "ocp.StandardCheckpointer().metadata(path).item_metadata, see "
+            "docs/getting-started.md), or restore a subset "
             "with PyTreeRestore(item, partial_restore=True)."
         )
     return entries, treedef
@@ -349,6 +373,7 @@ def restore_tree(item: Location, record: TreeRecord, extras: SavedExtras, *, tar
     structure = target if target is not None else restore_args
     if structure is None:
         plans = [plan_leaf(leaf, None, None, extras, strict=strict) for leaf in record.leaves]
+        _warn_about_lost_shardings(item, plans, extras)
         values = execute_plans(item, record, plans, extras)
         return build_tree((plan.path, value) for plan, value in zip(plans, values, strict=True))
     entries, treedef = match_target(record, structure, partial=partial)

@@ -60,6 +60,13 @@ def handler_for_args(args: Any) -> type:
     )
 
 
+def is_save_args(args: Any) -> bool:
+    """True for args registered only for saving (e.g. StandardSave)."""
+    cls = type(args)
+    return any(c in _SAVE_ARGS for c in cls.__mro__) and not any(
+        c in _RESTORE_ARGS for c in cls.__mro__)
+
+
 def handler_supports(handler: Any, args: Any) -> bool:
     """True if `args` was registered for `handler`'s class (or a base of it)."""
     for cls in type(args).__mro__:

@@ -1,5 +1,12 @@
 """The checkpoint manager: steps, save and keep policies, deletion, evaluator iterators."""
 
+from jaxpoint.core.inspection.step_names import (
+    CompositeStepNameFormat,
+    StandardStepNameFormat,
+    StepNameFormat,
+    composite_name_format,
+    standard_name_format,
+)
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo
 from jaxpoint.core.manager.evaluator import (
     checkpoints_iterator,
@@ -30,13 +37,6 @@ from jaxpoint.core.manager.save_decision import (
     SaveDecisionPolicy,
     ShouldSaveFnPolicy,
     SpecificStepsPolicy,
-)
-from jaxpoint.core.manager.step_names import (
-    CompositeStepNameFormat,
-    StandardStepNameFormat,
-    StepNameFormat,
-    composite_name_format,
-    standard_name_format,
 )
 
 __all__ = [

@@ -1,9 +1,8 @@
 """Deleting step folders: safely, honouring read leases, optionally in the background.
 
-A deletion never leaves a half-deleted step that looks committed: on storage with atomic
-rename the step is first renamed to a tmp name (never listed; removed by
-`cleanup_tmp_directories` if the process dies), on object stores its commit marker goes
-first. With `todelete_subdir` the step is moved to `<root>/<todelete_subdir>/` instead.
+A deletion is the commit protocol's `uncommit` (see storage/commit.py): it never leaves a
+half-deleted step that looks committed, and a step another manager already deleted counts
+as deleted. With `todelete_subdir` the step is moved to `<root>/<todelete_subdir>/` instead.
 A step that a reader in another process holds (see leases.py) is deferred and retried
 after later saves and at `close()`; if it is still held then, it stays on disk until a
 later run deletes it.
@@ -15,13 +14,13 @@ import logging
 import queue
 import threading
 
+from jaxpoint.core.checkpointers.background_failure import BackgroundFailure
 from jaxpoint.core.errors import CheckpointError
 from jaxpoint.core.manager import leases
-from jaxpoint.core.storage import COMMIT_MARKER, TMP_SUFFIX, Location
+from jaxpoint.core.storage import Location, commit_protocol_for
 
 logger = logging.getLogger(__name__)
 
-_DELETING_SUFFIX = f"{TMP_SUFFIX}-deleting"
 _STOP = None
 
 
@@ -40,7 +39,7 @@ class StepDeleter:
         self._lock = threading.Lock()
         self._deferred: dict[int, str] = {}
         self._queued: dict[int, str] = {}
-        self._failure: tuple[int, BaseException] | None = None
+        self._failure = BackgroundFailure()
         self._queue: queue.Queue[tuple[int, str] | None] | None = None
         self._worker: threading.Thread | None = None
         if background and is_active:
@@ -84,20 +83,8 @@ class StepDeleter:
         logger.info("Deleted step %d (%s) under %s", step, name, self._root)
 
     def _remove(self, name: str) -> None:
-        folder = self._root / name
-        if self._todelete_subdir is not None:
-            parking = self._root / self._todelete_subdir
-            parking.make_folder()
-            (parking / name).remove()
-            folder.rename_to(parking / name)
-        elif self._root.has_atomic_rename:
-            hidden = self._root / f"{name}{_DELETING_SUFFIX}"
-            hidden.remove()
-            folder.rename_to(hidden)
-            hidden.remove()
-        else:
-            (folder / COMMIT_MARKER).remove()
-            folder.remove()
+        parking = None if self._todelete_subdir is None else self._root / self._todelete_subdir
+        commit_protocol_for(self._root).uncommit(self._root / name, park_in=parking)
 
     def _work(self) -> None:
         assert self._queue is not None
@@ -108,8 +95,11 @@ class StepDeleter:
             except BaseException as error:  # kept for the manager's next call
                 logger.error("Background deletion of step %d under %s failed: %s", step,
                              self._root, error)
-                with self._lock:
-                    self._failure = (step, error)
+                self._failure.store(CheckpointError(
+                    f"Deleting step {step} under {self._root} in the background failed: "
+                    f"{type(error).__name__}: {error}. The step may be left on disk. To fix, "
+                    "check the storage's permissions, then delete it with "
+                    "manager.delete(step)."), cause=error)
             finally:
                 with self._lock:
                     self._queued.pop(step, None)
@@ -118,15 +108,7 @@ class StepDeleter:
 
     def check_for_errors(self) -> None:
         """Raises the failure of a background deletion, once."""
-        with self._lock:
-            failure, self._failure = self._failure, None
-        if failure is not None:
-            step, error = failure
-            raise CheckpointError(
-                f"Deleting step {step} under {self._root} in the background failed: "
-                f"{type(error).__name__}: {error}. The step may be left on disk. To fix, check "
-                "the storage's permissions, then delete it with manager.delete(step)."
-            ) from error
+        self._failure.raise_once()
 
     def wait_until_finished(self) -> None:
         """Blocks until every queued deletion has run; raises a background failure."""

@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from jaxpoint.core import multihost
 from jaxpoint.core.errors import InvalidArgumentError, StepNotFoundError
+from jaxpoint.core.inspection import StepNameFormat, list_steps
+from jaxpoint.core.inspection.step_names import name_format_for
 from jaxpoint.core.manager.checkpoint_info import as_step
 from jaxpoint.core.manager.leases import DEFAULT_LEASE_TTL_S, ReadLease
-from jaxpoint.core.manager.step_names import StepNameFormat, committed_steps, name_format_for
 from jaxpoint.core.storage import Location
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class _HeldStep:
 def _take_newest(root: Location, name_format: StepNameFormat, until_step: int | None,
                  ttl_s: float | None) -> _HeldStep | None:
     """Leases the newest committed step >= until_step that no manager is deleting."""
-    steps = committed_steps(root, name_format)
+    steps = list_steps(root, name_format=name_format).committed
     for step in sorted(steps, reverse=True):
         if until_step is not None and step < until_step:
             break
@@ -60,7 +61,7 @@ def _take_newest(root: Location, name_format: StepNameFormat, until_step: int | 
         lease = ReadLease(root, steps[step], ttl_s=ttl_s)
         if not lease.acquire():
             continue
-        if step in committed_steps(root, name_format):  # not deleted just before the lease
+        if step in list_steps(root, name_format=name_format).committed:  # not deleted just before the lease
             return _HeldStep(step=step, lease=lease)
         lease.release()
     return None
@@ -174,8 +175,8 @@ def hold_read_lease(checkpoint_dir: PathLike, step: int, *, step_prefix: str | N
     _check_wait_args(0, None, lease_ttl_s, ttl_may_be_none=False)
     step = as_step(step)
     root = Location.parse(checkpoint_dir)
-    steps = committed_steps(root, _name_format(step_prefix, step_format_fixed_length,
-                                               step_name_format))
+    name_format = _name_format(step_prefix, step_format_fixed_length, step_name_format)
+    steps = list_steps(root, name_format=name_format).committed
     if step not in steps:
         raise StepNotFoundError(
             f"Expected committed step {step} in {root}, found only steps {sorted(steps)}. To "

@@ -103,8 +103,10 @@ class ItemLayout:
                     "args.Composite. To fix, pass the item's args directly (e.g. "
                     "args.StandardSave(tree)), or build the manager with item_names=... to "
                     "manage named items.")
+        example = ("args.Composite(state=args.StandardRestore(target))" if where.startswith(
+            "restore") else "args.Composite(state=args.StandardSave(tree))")
         return (f"Expected args.Composite(<item>=...) in {where}: this manager holds named "
-                "items. To fix, wrap the args, e.g. args.Composite(state=args.StandardSave(tree)).")
+                f"items. To fix, wrap the args, e.g. {example}.")
 
     def _check_known(self, names: Sequence[str], *, where: str) -> None:
         if self._declared is None:

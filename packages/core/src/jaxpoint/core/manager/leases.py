@@ -36,8 +36,6 @@ DELETION_MARKER_TTL_S = 3600.0
 _LEASE_SUFFIX = ".lease"
 _DELETING_SUFFIX = ".deleting"
 _HOST = socket.gethostname()
-# How the local storage names a file while writing it; see storage/posix_backend.py.
-_PARTIAL_WRITE = re.compile(r"\.partial-(\d+)$")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -131,13 +129,9 @@ def is_being_deleted(root: Location, step_name: str) -> bool:
 def remove_expired(root: Location) -> None:
     """Removes leases and deletion markers whose holders are gone (primary, at start-up)."""
     folder = root / LEASE_FOLDER
+    folder.remove_abandoned_writes()
     now = time.time()
     for name in folder.list_names():
-        if partial := _PARTIAL_WRITE.search(name):
-            # A file whose writer died before renaming it into place (local disks).
-            if not _process_exists(int(partial.group(1))):
-                (folder / name).remove()
-            continue
         if not name.endswith((_LEASE_SUFFIX, _DELETING_SUFFIX)):
             continue
         try:

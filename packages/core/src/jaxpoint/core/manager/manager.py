@@ -16,15 +16,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jaxpoint.core import multihost
-from jaxpoint.core.checkpointers import AsyncCheckpointer, Checkpointer, StepMetadata
+from jaxpoint.core.checkpointers import AsyncCheckpointer, Checkpointer, StepMetadata, exit_guard
+from jaxpoint.core.checkpointers.background_failure import BackgroundFailure
 from jaxpoint.core.errors import (
     BackgroundSaveError,
+    CheckpointError,
+    CheckpointExistsError,
     InvalidArgumentError,
     ReadOnlyError,
     StepAlreadyExistsError,
     StepNotFoundError,
 )
 from jaxpoint.core.handlers import Composite
+from jaxpoint.core.inspection import DamagedStep, list_steps
 from jaxpoint.core.manager import leases, root_metadata
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step, utc_now
 from jaxpoint.core.manager.deletion import StepDeleter
@@ -34,10 +38,11 @@ from jaxpoint.core.manager.options import (
     preservation_policy_for,
     save_decision_policy_for,
 )
+from jaxpoint.core.manager.preemption_watch import PreemptionWatch
 from jaxpoint.core.manager.preservation import PreservationContext, ranked_by_metric
 from jaxpoint.core.manager.save_decision import DecisionContext
 from jaxpoint.core.manager.step_catalog import StepCatalog, read_step_metrics
-from jaxpoint.core.manager.step_names import tmp_step_names
+from jaxpoint.core.manager.writer_lock import WriterLock, commit_conflict, lost_race_error
 from jaxpoint.core.storage import Location, commit_protocol_for
 
 logger = logging.getLogger(__name__)
@@ -63,7 +68,8 @@ class CheckpointManager:
     def __init__(self, directory: str | os.PathLike[str] | Location,
                  options: CheckpointManagerOptions | None = None, *,
                  metadata: Mapping[str, Any] | None = None,
-                 item_names: Sequence[str] | None = None, item_handlers: Any = None) -> None:
+                 item_names: Sequence[str] | None = None, item_handlers: Any = None,
+                 preemption_source: multihost.PreemptionSource | None = None) -> None:
         if options is None:
             options = CheckpointManagerOptions()
         if not isinstance(options, CheckpointManagerOptions):
@@ -81,6 +87,7 @@ class CheckpointManager:
         self._layout = ItemLayout(item_names=item_names, item_handlers=item_handlers)
         self._save_policy = save_decision_policy_for(options)
         self._keep_policy = preservation_policy_for(options)
+        self._writer_lock = WriterLock(self._root)
         self._prepare_directory(metadata)
         self._checkpointer = self._make_checkpointer()
         self._deleter = StepDeleter(self._root, todelete_subdir=options.todelete_subdir,
@@ -90,11 +97,13 @@ class CheckpointManager:
         self._catalog.reload()
         self._finalize_thread: threading.Thread | None = None
         self._in_flight_step: int | None = None
-        self._failure: BaseException | None = None
+        self._failure = BackgroundFailure()
         self._is_closed = False
-        self._has_warned_about_sigterm = False
-        if not options.read_only and threading.current_thread() is threading.main_thread():
-            multihost.install_preemption_handler()  # lets should_save notice SIGTERM
+        self._preemption = PreemptionWatch(
+            preemption_source or multihost.default_preemption_source(),
+            is_enabled=options.handle_sigterm and not options.read_only,
+            wait_for_commit=self.wait_until_finished)
+        exit_guard.guard(self)
 
     # ------------------------------------------------------------------ set-up
 
@@ -137,14 +146,20 @@ class CheckpointManager:
     def _prepare_as_primary(self, custom: dict[str, Any] | None) -> None:
         root = self._root
         root.make_folder()
-        if self._options.cleanup_tmp_directories:
-            for name in tmp_step_names(root, self._name_format):
-                logger.info("Removing %s, left by a save that never finished.", root / name)
-                (root / name).remove()
-        leases.remove_expired(root)
-        if custom is not None and self._options.save_root_metadata and \
-                root_metadata.needs_write(root, custom):
-            root_metadata.write_root_metadata(root, custom)
+        if not self._options.allow_concurrent_writers:
+            self._writer_lock.acquire()  # before cleanup: it removes unfinished saves
+        try:
+            if self._options.cleanup_tmp_directories:
+                for name in list_steps(root, name_format=self._name_format).unfinished:
+                    logger.info("Removing %s, left by a save that never finished.", root / name)
+                    (root / name).remove()
+            leases.remove_expired(root)
+            if custom is not None and self._options.save_root_metadata and \
+                    root_metadata.needs_write(root, custom):
+                root_metadata.write_root_metadata(root, custom)
+        except BaseException:
+            self._writer_lock.release()  # this manager never opened
+            raise
 
     def _make_checkpointer(self) -> Checkpointer:
         if self._options.enable_async_checkpointing:
@@ -183,6 +198,13 @@ class CheckpointManager:
                                   reverse=self._options.best_mode == "min")
         return ranked[-1].step if ranked else None
 
+    def damaged_steps(self) -> list[DamagedStep]:
+        """Entries named like steps that are not readable, committed steps (as of the last
+        load): empty or partial folders, garbage `_CHECKPOINT_METADATA`, files, symlink
+        loops. They are left out of every listing and restore, and never deleted by
+        jaxpoint: inspect them, then repair, move or delete them by hand."""
+        return self._catalog.damaged()
+
     def reload(self) -> None:
         """Re-reads the steps from storage, e.g. after another process changed them."""
         self._catalog.reload(exclude=self._deleter.pending_steps())
@@ -218,20 +240,12 @@ class CheckpointManager:
     def reached_preemption(self, step: int) -> bool:
         """Collective: every process calls this, in the same order.
 
-        Whether the job is being preempted (see `multihost.reached_preemption`). A single
-        process whose SIGTERM handler could not be installed, because the manager was
-        built outside the main thread, gets False and one warning saying how to fix it.
+        Whether the job is being preempted (see `multihost.reached_preemption`): when True,
+        save this step (`save` does so regardless of intervals) and leave the loop. A loop
+        that never asks is stopped after the preemption checkpoint (see preemption_watch).
+        False on a read-only manager and with `handle_sigterm=False`.
         """
-        try:
-            return multihost.reached_preemption(as_step(step))
-        except InvalidArgumentError as error:
-            on_main_thread = threading.current_thread() is threading.main_thread()
-            if multihost.process_count() > 1 or on_main_thread:
-                raise
-            if not self._has_warned_about_sigterm:
-                self._has_warned_about_sigterm = True
-                logger.warning("SIGTERM will not trigger a preemption save: %s", error)
-            return False
+        return self._preemption.asked_by_loop(as_step(step))
 
     def should_save(self, step: int) -> bool:
         """Collective: every process calls this, in the same order.
@@ -240,16 +254,24 @@ class CheckpointManager:
         a read-only manager; otherwise the save-decision policy decides.
         """
         step = as_step(step)
+        self._preemption.stop_if_ignored()
+        return self._decide(step)[0]
+
+    def _decide(self, step: int) -> tuple[bool, bool]:
+        """(whether to save `step`, whether it is for a preemption)."""
         if self._options.read_only:
-            return False
+            return False, False
         latest = self.latest_step()
         if latest is not None and step <= latest:
-            return False
+            return False, False
+        for_preemption = self._preemption.calls_for_save(step)
         context = DecisionContext(is_saving_in_progress=self.is_saving_in_progress(),
-                                  reached_preemption=self.reached_preemption(step),
+                                  reached_preemption=for_preemption,
                                   multiprocessing_options=self._mp)
         current = CheckpointInfo(step=step, time=utc_now())
-        return bool(self._save_policy.should_save(current, self._catalog.infos(), context=context))
+        should = bool(self._save_policy.should_save(current, self._catalog.infos(),
+                                                    context=context))
+        return should, for_preemption and should
 
     def save(self, step: int, args: Any = None, *, metrics: Mapping[str, Any] | None = None,
              force: bool = False, custom_metadata: Mapping[str, Any] | None = None) -> bool:
@@ -261,6 +283,7 @@ class CheckpointManager:
         """
         self._refuse_if_read_only(f"save step {step!r}")
         step = as_step(step)
+        self._preemption.stop_if_ignored()
         self.check_for_errors()
         metrics = plain_metrics(metrics, step=step)
         if self._options.best_fn is not None and metrics is None:
@@ -270,16 +293,31 @@ class CheckpointManager:
             )
         composite = self._layout.save_args(args, metrics, step=step)
         custom = root_metadata.validated_custom_metadata(custom_metadata, what="custom_metadata")
+        damaged = [entry for entry in self._catalog.damaged() if entry.step == step]
+        if damaged:
+            raise StepAlreadyExistsError(
+                f"Cannot save step {step}: {self._root / damaged[0].name} is named like it but "
+                f"{damaged[0].reason}. To fix, inspect that entry and move or delete it, or "
+                "save another step."
+            )
         if step in self._catalog or self._is_on_disk(step):
+            if step not in self._catalog:
+                self.reload()  # another process saved it: list it
             raise StepAlreadyExistsError(
                 f"Step {step} already exists at {self._folder(step)}. To fix, save a new step, "
                 f"or call delete({step}) first to replace it."
             )
-        if not force and not self.should_save(step):
+        should, for_preemption = self._decide(step)
+        if not force and not should:
             return False
         self.wait_until_finished()
-        self._checkpointer.save(self._folder(step), args=composite, custom_metadata=custom,
-                                metrics=metrics)
+        try:
+            self._checkpointer.save(self._folder(step), args=composite, custom_metadata=custom,
+                                    metrics=metrics, step=step)
+        except CheckpointExistsError as error:  # another writer committed it first
+            self.reload()  # lists the winner's step
+            raise lost_race_error(step, self._folder(step)) from error
+        self._preemption.saved(step, for_preemption=for_preemption)
         self._catalog.add(CheckpointInfo(step=step, time=utc_now(), metrics=metrics))
         doomed = self._catalog.remove(self._steps_to_delete())
         if isinstance(self._checkpointer, AsyncCheckpointer):
@@ -310,12 +348,14 @@ class CheckpointManager:
         try:
             self._checkpointer.wait_until_finished()
         except BaseException as error:  # kept for the caller's next call
-            self._failure = BackgroundSaveError(
+            if commit_conflict(error) is not None:
+                self._failure.store(lost_race_error(step, self._folder(step)), cause=error)
+                self.reload()
+                return
+            self._failure.store(BackgroundSaveError(
                 f"The asynchronous save of step {step} under {self._root} failed: "
                 f"{type(error).__name__}: {error}. It was not committed and older steps were "
-                "kept. To fix, see the cause below, then save again."
-            )
-            self._failure.__cause__ = error
+                "kept. To fix, see the cause below, then save again."), cause=error)
             try:
                 self.reload()  # forget the failed step; the steps it doomed were kept
             except BaseException as reload_error:  # storage still failing: drop just the step
@@ -326,9 +366,21 @@ class CheckpointManager:
         try:
             self._after_commit(doomed)
         except BaseException as error:
-            self._failure = error
+            self._failure.store(error)
 
     # ------------------------------------------------------------------ background work
+
+    def pending_save(self) -> str | None:
+        """The save in flight, for logs ("step 10 (/ckpt/10)"), or None."""
+        step = self._in_flight_step
+        if step is None or not self.is_saving_in_progress():
+            return None
+        return f"step {step} ({self._folder(step)})"
+
+    def abandon_pending_save(self) -> None:
+        """Makes the save in flight stop before its commit; it stays uncommitted."""
+        if isinstance(self._checkpointer, AsyncCheckpointer):
+            self._checkpointer.abandon_pending_save()
 
     def is_saving_in_progress(self) -> bool:
         """True while an asynchronous save (or the deletions after it) is running."""
@@ -337,9 +389,7 @@ class CheckpointManager:
 
     def check_for_errors(self) -> None:
         """Raises, once, the failure of a background save or deletion."""
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
+        self._failure.raise_once()
         self._deleter.check_for_errors()
 
     def wait_until_finished(self) -> None:
@@ -360,11 +410,16 @@ class CheckpointManager:
         if self._is_closed:
             return
         self._is_closed = True
+        exit_guard.unguard(self)
+        self._preemption.close()
         try:
             self.wait_until_finished()
         finally:
-            self._deleter.close()
-            self._checkpointer.close()
+            try:
+                self._deleter.close()
+                self._checkpointer.close()
+            finally:
+                self._writer_lock.release()
 
     def __enter__(self) -> CheckpointManager:
         return self
@@ -389,8 +444,18 @@ class CheckpointManager:
                 )
         step = self._existing_step(step)
         folder = self._folder(step)
-        composite = self._layout.restore_args(args, folder, step=step)
-        restored = self._checkpointer.restore(folder, args=composite)
+        try:
+            composite = self._layout.restore_args(args, folder, step=step)
+            restored = self._checkpointer.restore(folder, args=composite, step=step)
+        except (CheckpointError, OSError) as error:
+            if self._is_on_disk(step):
+                raise
+            raise StepNotFoundError(
+                f"Step {step} at {folder} was deleted while it was being read (by a "
+                f"manager's retention policy or delete()); the read failed with: {error}. To "
+                "fix, hold the step while reading it: `with hold_read_lease(directory, step):` "
+                "or iterate with checkpoints_iterator(directory), which leases each step."
+            ) from error
         return self._layout.unwrap(restored, step=step)
 
     def metrics(self, step: int) -> dict[str, Any] | None:

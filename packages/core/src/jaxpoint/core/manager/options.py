@@ -16,10 +16,10 @@ from typing import Any
 
 from jaxpoint.core.checkpointers import AsyncOptions, MultiprocessingOptions
 from jaxpoint.core.errors import InvalidArgumentError
+from jaxpoint.core.inspection.step_names import StepNameFormat, name_format_for
 from jaxpoint.core.manager import preservation as keep
 from jaxpoint.core.manager import save_decision as decide
 from jaxpoint.core.manager.checkpoint_info import as_step
-from jaxpoint.core.manager.step_names import StepNameFormat, name_format_for
 from jaxpoint.core.storage import validate_name
 from jaxpoint.core.validation import require_positive_int
 
@@ -49,6 +49,14 @@ class CheckpointManagerOptions:
     one per `keep_time_interval`; or a `preservation_policy`. Names: `step_prefix`,
     `step_format_fixed_length` or `step_name_format`. Deleting: `enable_background_delete`,
     `todelete_subdir` (move instead of delete). `read_only=True` refuses every write.
+    Preemption: `handle_sigterm=True` (one process) listens for SIGTERM while the manager
+    is open, saves one checkpoint at the next step, and ends a loop that ignores
+    `reached_preemption` once that checkpoint has committed; False installs no handler.
+    Several processes use JAX's preemption service instead (`jax_enable_preemption_service`,
+    env `JAX_ENABLE_PREEMPTION_SERVICE`).
+    Writers: a manager opened for writing holds the directory against other processes
+    (DirectoryInUseError naming the holder); `allow_concurrent_writers=True` is for
+    deliberate multi-writer set-ups (see docs/reliability.md).
     """
 
     save_interval_steps: int | None = _DEFAULT_INTERVAL
@@ -75,6 +83,8 @@ class CheckpointManagerOptions:
         default_factory=MultiprocessingOptions)
     enable_background_delete: bool = False
     todelete_subdir: str | None = None
+    handle_sigterm: bool = True
+    allow_concurrent_writers: bool = False
 
     def __post_init__(self) -> None:
         self._check_saving()
@@ -153,7 +163,8 @@ class CheckpointManagerOptions:
     def _check_flags(self) -> None:
         for name in ("create", "cleanup_tmp_directories", "read_only", "save_root_metadata",
                      "enable_async_checkpointing", "enable_background_delete",
-                     "keep_checkpoints_without_metrics"):
+                     "keep_checkpoints_without_metrics", "allow_concurrent_writers",
+                     "handle_sigterm"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, "a bool", getattr(self, name), "pass True or False")
         if self.read_only and self.cleanup_tmp_directories:

@@ -1,22 +1,27 @@
 """The manager's list of checkpoints: steps, folder names, commit times and metrics.
 
-Loaded from the directory (the source of truth) and kept up to date by the manager's own
-saves and deletions, so listing never touches storage. Thread-safe: the manager's
-background thread updates it when an asynchronous save fails.
+Loaded from the directory (the source of truth, through `inspection.list_steps`) and kept
+up to date by the manager's own saves and deletions, so listing never touches storage.
+A step whose entry or `_CHECKPOINT_METADATA` cannot be read is damaged: logged once, left
+out of the steps and kept on disk. Thread-safe: the manager's background thread updates
+it when an asynchronous save fails.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 from jaxpoint.core.checkpointers.step_metadata import StepMetadata, read_step_metadata
-from jaxpoint.core.errors import CheckpointNotFoundError, CorruptCheckpointError
+from jaxpoint.core.errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
+from jaxpoint.core.inspection import DamagedStep, StepNameFormat, list_steps
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo
-from jaxpoint.core.manager.step_names import StepNameFormat, committed_steps
 from jaxpoint.core.storage import Location, read_json
+
+logger = logging.getLogger(__name__)
 
 METRICS_ITEM = "metrics"
 _EPOCH = datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
@@ -65,20 +70,42 @@ class StepCatalog:
         self._lock = threading.Lock()
         self._infos: dict[int, CheckpointInfo] = {}
         self._names: dict[int, str] = {}
+        self._damaged: list[DamagedStep] = []
+        self._reported: set[tuple[str, str]] = set()
 
     def reload(self, *, exclude: Iterable[int] = ()) -> None:
         """Reads the committed steps from storage, leaving out `exclude` (being deleted)."""
         skip = set(exclude)
-        infos, names = {}, {}
-        for step, name in committed_steps(self._root, self._name_format).items():
+        listing = list_steps(self._root, name_format=self._name_format)
+        infos, names, damaged = {}, {}, list(listing.damaged)
+        for step, name in listing.committed.items():
             if step in skip:
                 continue
-            metadata = _step_metadata(self._root / name)
-            infos[step] = CheckpointInfo(step=step, time=_commit_time(metadata),
-                                         metrics=read_step_metrics(self._root / name, metadata))
+            try:
+                metadata = _step_metadata(self._root / name)
+                metrics = read_step_metrics(self._root / name, metadata)
+            except CheckpointError as error:
+                reason = f"its metadata cannot be read: {str(error).rstrip('.')}"
+                damaged.append(DamagedStep(step=step, name=name, reason=reason))
+                continue
+            infos[step] = CheckpointInfo(step=step, time=_commit_time(metadata), metrics=metrics)
             names[step] = name
+        self._report(damaged)
         with self._lock:
-            self._infos, self._names = infos, names
+            self._infos, self._names, self._damaged = infos, names, damaged
+
+    def _report(self, damaged: list[DamagedStep]) -> None:
+        for entry in damaged:
+            if (entry.name, entry.reason) not in self._reported:
+                self._reported.add((entry.name, entry.reason))
+                logger.warning(
+                    "Ignoring %s: it is named like step %d, but %s. It is not listed or "
+                    "restored, and jaxpoint never deletes it; inspect it, then repair, move or "
+                    "delete it by hand.", self._root / entry.name, entry.step, entry.reason)
+
+    def damaged(self) -> list[DamagedStep]:
+        with self._lock:
+            return list(self._damaged)
 
     def infos(self) -> list[CheckpointInfo]:
         with self._lock:

@@ -13,8 +13,10 @@ from jaxpoint.core.storage.commit import (
     COMMIT_MARKER,
     TMP_SUFFIX,
     CommitProtocol,
+    TmpName,
     commit_protocol_for,
     is_tmp_name,
+    parse_tmp_name,
 )
 from jaxpoint.core.storage.json_file import read_json
 from jaxpoint.core.storage.location import Location, validate_name
@@ -29,10 +31,12 @@ __all__ = [
     "CommitProtocol",
     "Location",
     "StoredArray",
+    "TmpName",
     "commit_protocol_for",
     "is_tmp_name",
     "merge_process_databases",
     "open_arrays",
+    "parse_tmp_name",
     "read_arrays",
     "read_json",
     "validate_name",

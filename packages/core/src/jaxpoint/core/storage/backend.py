@@ -33,14 +33,21 @@ class Backend(Protocol):
     def write_bytes(self, path: str, data: bytes) -> None:
         """Writes the file `path` durably, replacing it whole or not at all."""
 
+    def write_bytes_if_absent(self, path: str, data: bytes) -> bool:
+        """Like `write_bytes`, but only if `path` does not exist; False if it did."""
+
     def make_folder(self, path: str) -> None:
         """Creates the folder `path` and its parents (a no-op on object stores)."""
+
+    def remove_abandoned_writes(self, path: str) -> None:
+        """Removes the half-written files of dead writers directly in the folder `path`."""
 
     def remove(self, path: str) -> None:
         """Removes the file or folder `path` and everything below it."""
 
     def rename(self, source: str, target: str) -> None:
-        """Atomically renames a folder; only where `has_atomic_rename`."""
+        """Atomically renames a folder, never replacing a non-empty one at `target`; only
+        where `has_atomic_rename`. Failures are StorageErrors carrying the `errno`."""
 
     def exchange(self, source: str, target: str) -> bool:
         """Atomically swaps two existing folders; only where `has_atomic_rename`.

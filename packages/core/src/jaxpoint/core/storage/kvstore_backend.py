@@ -82,12 +82,26 @@ class KvStoreBackend:
     def write_bytes(self, path: str, data: bytes) -> None:
         self._run("write", path, self._kvstore().write(self._key(path).encode(), data))
 
+    def write_bytes_if_absent(self, path: str, data: bytes) -> bool:
+        """A conditional write (GCS `ifGenerationMatch=0`, S3 `If-None-Match: *`).
+
+        On S3 TensorStore sends the condition to amazonaws.com, and elsewhere only with
+        `use_conditional_write` (set by Location for custom endpoints); a server that
+        ignores it makes this an ordinary write.
+        """
+        stamp = self._run("write", path, self._kvstore().write(
+            self._key(path).encode(), data, if_equal=_NO_VALUE))
+        return bool(stamp.generation)
+
     def make_folder(self, path: str) -> None:
         if self.is_file(path):
             raise StorageError(
                 f"Expected a folder at {self._describe(path)}, found an object. Remove it "
                 "or choose another directory."
             )
+
+    def remove_abandoned_writes(self, path: str) -> None:
+        """Nothing to do: an object appears whole or not at all."""
 
     def remove(self, path: str) -> None:
         key = self._key(path)
@@ -108,6 +122,11 @@ class KvStoreBackend:
     def exchange(self, source: str, target: str) -> bool:
         self.rename(source, target)  # raises: object stores commit with a marker
         return False
+
+
+# TensorStore's generation of a missing key; a write conditioned on it creates only.
+# A failed condition resolves to the empty ("unknown") generation.
+_NO_VALUE = b"\x02"
 
 
 def _prefix_end(prefix: bytes) -> bytes:

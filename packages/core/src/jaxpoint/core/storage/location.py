@@ -174,6 +174,10 @@ class Location:
     def write_bytes(self, data: bytes) -> None:
         self.backend.write_bytes(self.path, data)
 
+    def write_bytes_if_absent(self, data: bytes) -> bool:
+        """Writes this file only if it does not exist; False, writing nothing, if it did."""
+        return self.backend.write_bytes_if_absent(self.path, data)
+
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")
 
@@ -185,6 +189,10 @@ class Location:
 
     def make_folder(self) -> None:
         self.backend.make_folder(self.path)
+
+    def remove_abandoned_writes(self) -> None:
+        """Removes the files in this folder that writers died while writing."""
+        self.backend.remove_abandoned_writes(self.path)
 
     def remove(self) -> None:
         self.backend.remove(self.path)

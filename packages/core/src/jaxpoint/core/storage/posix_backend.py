@@ -6,6 +6,7 @@ import ctypes
 import errno
 import functools
 import os
+import re
 import shutil
 from typing import Any
 
@@ -32,9 +33,10 @@ def storage_error(error: OSError, action: str, path: str) -> StorageError:
 
 
 _AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
-# Errors of renameat2(RENAME_EXCHANGE) that mean "this system or file system cannot".
-_NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP)
+# Errors of renameat2(flags) that mean "this system or file system cannot".
+_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
 @functools.cache
@@ -44,6 +46,34 @@ def _renameat2() -> Any:
         return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     except OSError:
         return None
+
+
+def _rename_without_replacing(source: str, target: str) -> bool:
+    """renameat2(RENAME_NOREPLACE); False, changing nothing, where it is unsupported."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target),
+                 _RENAME_NOREPLACE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), source, None, target)
+
+
+_PARTIAL_WRITE = re.compile(r"\.partial-(\d+)$")
+
+
+def process_exists(pid: int) -> bool:
+    """Whether process `pid` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def fsync_folder(path: str) -> None:
@@ -100,6 +130,26 @@ class PosixBackend:
                 os.remove(partial)
             raise storage_error(error, "write", path) from error
 
+    def write_bytes_if_absent(self, path: str, data: bytes) -> bool:
+        """Writes the file `path` durably unless it exists; False (nothing written) if it did."""
+        partial = f"{path}.partial-{os.getpid()}"
+        try:
+            with open(partial, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(partial, path)  # fails with EEXIST, never replaces
+            except FileExistsError:
+                return False
+            finally:
+                os.remove(partial)
+        except OSError as error:
+            if os.path.exists(partial):
+                os.remove(partial)
+            raise storage_error(error, "write", path) from error
+        return True
+
     def make_folder(self, path: str) -> None:
         try:
             os.makedirs(path, exist_ok=True)
@@ -111,6 +161,16 @@ class PosixBackend:
         except OSError as error:
             raise storage_error(error, "create the folder", path) from error
 
+    def remove_abandoned_writes(self, path: str) -> None:
+        """Removes `<name>.partial-<pid>` files (see write_bytes) of processes that are gone.
+
+        Only for writers on this host: the pid of another host's writer means nothing here.
+        """
+        for name in self.list_names(path):
+            match = _PARTIAL_WRITE.search(name)
+            if match and not process_exists(int(match.group(1))):
+                self.remove(os.path.join(path, name))
+
     def remove(self, path: str) -> None:
         try:
             if os.path.isdir(path) and not os.path.islink(path):
@@ -121,8 +181,17 @@ class PosixBackend:
             raise storage_error(error, "remove", path) from error
 
     def rename(self, source: str, target: str) -> None:
+        """Renames a folder onto a path where nothing is, never replacing what is there.
+
+        Linux: renameat2(RENAME_NOREPLACE) (ext4, xfs, btrfs, tmpfs, overlayfs...), which
+        fails with EEXIST if `target` exists at all. Elsewhere (other kernels, NFS, most
+        FUSE file systems) rename(2), which fails with ENOTEMPTY/EEXIST onto a non-empty
+        folder, so a committed checkpoint (it holds its marker) is never replaced; only
+        an empty folder in the way would be. The StorageError raised keeps the `errno`.
+        """
         try:
-            os.rename(source, target)
+            if not _rename_without_replacing(source, target):
+                os.rename(source, target)
             fsync_folder(os.path.dirname(target) or ".")
         except OSError as error:
             raise storage_error(error, f"rename {source} to", target) from error
@@ -138,7 +207,7 @@ class PosixBackend:
         if renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target),
                      _RENAME_EXCHANGE) != 0:
             code = ctypes.get_errno()
-            if code in _NO_EXCHANGE:
+            if code in _UNSUPPORTED:
                 return False
             error = OSError(code, os.strerror(code))
             raise storage_error(error, f"exchange {source} with", target) from error

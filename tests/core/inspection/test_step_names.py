@@ -9,14 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jaxpoint.core.errors import InvalidArgumentError, InvalidNameError
+from jaxpoint.core.inspection import list_steps
 from jaxpoint.core.manager import (
     CompositeStepNameFormat,
     composite_name_format,
     standard_name_format,
 )
-from jaxpoint.core.manager.step_names import committed_steps, tmp_step_names
 from jaxpoint.core.storage import COMMIT_MARKER, Location
 from orbax.checkpoint._src.path import step as orbax_step
+
+
+def _committed(folder: Path) -> None:
+    folder.mkdir()
+    (folder / COMMIT_MARKER).write_text("done")
 
 
 @pytest.mark.parametrize(("prefix", "length", "step", "name"), [
@@ -74,11 +79,12 @@ def test_build_then_parse_round_trips(prefix, length, step) -> None:
 def test_orbax_lists_the_folders_the_same_format_names(tmp_path: Path) -> None:
     name_format = standard_name_format(step_prefix="ckpt", step_format_fixed_length=4)
     for step in (3, 70, 12345):
-        (tmp_path / name_format.build_name(step)).mkdir()
-    (tmp_path / "ckpt_7").mkdir()  # not padded: neither side lists it
+        _committed(tmp_path / name_format.build_name(step))
+    _committed(tmp_path / "ckpt_7")  # not padded: neither side lists it
     theirs = orbax_step.standard_name_format(step_prefix="ckpt", step_format_fixed_length=4)
     assert sorted(m.step for m in theirs.find_all(tmp_path)) == [3, 70, 12345]
-    assert list(committed_steps(Location.parse(tmp_path), name_format)) == [3, 70, 12345]
+    assert list_steps(tmp_path, name_format=name_format).steps == [3, 70, 12345]
+    assert list_steps(tmp_path).name_format == name_format  # detected from the names
 
 
 def test_composite_format_reads_old_names_and_writes_new_ones(tmp_path: Path) -> None:
@@ -86,9 +92,9 @@ def test_composite_format_reads_old_names_and_writes_new_ones(tmp_path: Path) ->
     old = standard_name_format()
     both = composite_name_format(new, [new, old])
     for name in ("5", "ckpt_000010"):
-        (tmp_path / name).mkdir()
+        _committed(tmp_path / name)
     assert both.build_name(20) == "ckpt_000020"
-    assert committed_steps(Location.parse(tmp_path), both) == {5: "5", 10: "ckpt_000010"}
+    assert list_steps(tmp_path, name_format=both).committed == {5: "5", 10: "ckpt_000010"}
 
 
 def test_composite_format_must_read_what_it_writes() -> None:
@@ -113,16 +119,42 @@ def test_prefix_with_a_separator_is_refused() -> None:
         standard_name_format(step_prefix="a/b")
 
 
-def test_listing_skips_tmp_files_and_unfinished_steps(tmp_path: Path) -> None:
+def test_listing_sorts_steps_unfinished_saves_and_damaged_entries(tmp_path: Path) -> None:
     name_format = standard_name_format()
-    for name in ("1", "2.orbax-checkpoint-tmp", "3.orbax-checkpoint-tmp-1712", "4",
-                 "4.orbax-checkpoint-tmp-deleting"):
+    for name in ("1", "4"):
+        _committed(tmp_path / name)
+    for name in ("2.orbax-checkpoint-tmp", "3.orbax-checkpoint-tmp-1712",
+                 "4.orbax-checkpoint-tmp-deleting",
+                 "6.orbax-checkpoint-tmp-1733400000000000000-17-0a1b2c3d-99aa00ff",
+                 "7", "5.orbax-checkpoint-tmp.mybackup", "notes.orbax-checkpoint-tmp"):
         (tmp_path / name).mkdir()
+    (tmp_path / "8").mkdir()
+    (tmp_path / "8" / "default").mkdir()  # partial: items but neither marker nor metadata
     (tmp_path / "5").write_text("a file, not a step")
-    root = Location.parse(tmp_path)
-    assert committed_steps(root, name_format) == {1: "1", 4: "4"}
-    assert sorted(tmp_step_names(root, name_format)) == [
-        "2.orbax-checkpoint-tmp", "3.orbax-checkpoint-tmp-1712", "4.orbax-checkpoint-tmp-deleting"]
+    (tmp_path / "13.orbax-checkpoint-tmp").write_text("a user's file")
+    (tmp_path / "9").symlink_to(tmp_path / "9")  # a loop
+    listing = list_steps(tmp_path, name_format=name_format)
+    assert listing.committed == {1: "1", 4: "4"}
+    assert sorted(listing.unfinished) == [
+        "2.orbax-checkpoint-tmp", "3.orbax-checkpoint-tmp-1712", "4.orbax-checkpoint-tmp-deleting",
+        "6.orbax-checkpoint-tmp-1733400000000000000-17-0a1b2c3d-99aa00ff"]
+    reasons = {entry.step: entry.reason for entry in listing.damaged}
+    assert sorted(reasons) == [5, 7, 8, 9]
+    assert reasons[5] == "it is a file, not a checkpoint folder"
+    assert reasons[7] == reasons[8] == ("it is empty or partial: it holds neither "
+                                        "commit_success.txt nor _CHECKPOINT_METADATA")
+    assert "Too many levels of symbolic links" in reasons[9]
+
+
+@pytest.mark.parametrize(("names", "prefix", "length"), [
+    ([], None, None), (["3", "10", "_READ_LEASES"], None, None), (["000003", "000010"], None, 6),
+    (["ckpt_3", "ckpt_4", "7"], "ckpt", None), (["run.v2_0042", "run.v2_0100"], "run.v2", 4),
+])
+def test_the_name_format_is_detected(tmp_path: Path, names, prefix, length) -> None:
+    for name in names:
+        _committed(tmp_path / name)
+    detected = list_steps(tmp_path).name_format
+    assert detected == standard_name_format(step_prefix=prefix, step_format_fixed_length=length)
 
 
 def test_object_store_lists_only_steps_with_a_commit_marker() -> None:
@@ -130,7 +162,7 @@ def test_object_store_lists_only_steps_with_a_commit_marker() -> None:
     for step in (1, 2):
         (root / str(step) / "default" / "data").write_text("x")
     (root / "1" / COMMIT_MARKER).write_text("done")
-    name_format = standard_name_format()
-    assert committed_steps(root, name_format) == {1: "1"}
-    assert tmp_step_names(root, name_format) == ["2"]
+    listing = list_steps(root, name_format=standard_name_format())
+    assert listing.committed == {1: "1"}
+    assert listing.unfinished == ["2"] and listing.damaged == []
     root.remove()

@@ -3,8 +3,7 @@
 A name format turns a step into its folder name and back. The standard format reads
 exactly the names Orbax 0.12 reads: with `step_format_fixed_length=6`, `000042` and
 `1234567` are steps but `42` is not; without it, `42` is a step but `042` is not (so one
-step never has two names). Listing only returns committed steps: tmp folders of saves in
-flight and, on object stores, folders without the commit marker are never listed.
+step never has two names). `steps.list_steps` uses a format to list a directory.
 """
 
 from __future__ import annotations
@@ -16,13 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from jaxpoint.core.errors import InvalidArgumentError
-from jaxpoint.core.storage import (
-    TMP_SUFFIX,
-    Location,
-    commit_protocol_for,
-    is_tmp_name,
-    validate_name,
-)
+from jaxpoint.core.storage import validate_name
 from jaxpoint.core.validation import require_positive_int
 
 
@@ -116,39 +109,6 @@ def composite_name_format(write_name_format: StepNameFormat,
                           read_name_formats: Sequence[StepNameFormat]) -> CompositeStepNameFormat:
     """A format that writes one naming and reads several (see CompositeStepNameFormat)."""
     return CompositeStepNameFormat(write_format=write_name_format, read_formats=read_name_formats)
-
-
-def committed_steps(root: Location, name_format: StepNameFormat) -> dict[int, str]:
-    """Maps each committed step under `root` to its folder name, in increasing step order."""
-    protocol = commit_protocol_for(root)
-    found: dict[int, str] = {}
-    for name in root.list_names():
-        if is_tmp_name(name):
-            continue
-        step = name_format.parse_name(name)
-        if step is None or step in found:
-            continue
-        if protocol.is_committed(root / name):
-            found[step] = name
-    return dict(sorted(found.items()))
-
-
-def tmp_step_names(root: Location, name_format: StepNameFormat) -> list[str]:
-    """Folders under `root` left by saves (or deletions) of steps that never finished.
-
-    A tmp name is `<step name>.orbax-checkpoint-tmp[...]`; on object stores a step folder
-    without its commit marker is one too.
-    """
-    protocol = commit_protocol_for(root)
-    leftovers = []
-    for name in root.list_names():
-        if is_tmp_name(name):
-            if name_format.parse_name(name.split(TMP_SUFFIX, 1)[0]) is not None:
-                leftovers.append(name)
-        elif (name_format.parse_name(name) is not None and not (root / name).is_file()
-              and not protocol.is_committed(root / name)):
-            leftovers.append(name)
-    return leftovers
 
 
 def name_format_for(*, step_prefix: str | None, step_format_fixed_length: int | None,
