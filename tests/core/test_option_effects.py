@@ -32,10 +32,10 @@ OPTION_MODULES = (args_module, checkpointer_options, manager_options, leaf_args)
 FIELDS: dict[tuple[str, str], str] = {
     **{("ArrayRestore", f): "tests/core/interop/test_read_orbax_written.py" for f in ("item", "restore_args")},
     ("ArraySave", "item"): "tests/core/handlers/test_other_handlers.py",
-    ("ArraySave", "save_args"): "tests/core/interop/test_orbax_fixtures.py",
+    ("ArraySave", "save_args"): HERE,
     **{("ArrayRestoreArgs", f): "tests/core/handlers/test_pytree_handler.py"
        for f in ("dtype", "mesh", "mesh_axes", "sharding", "shape", "strict")},
-    **{("ArrayRestoreArgs", f): "tests/core/interop/test_read_orbax_written.py" for f in ("restore_type", "global_shape")},
+    **{("ArrayRestoreArgs", f): "tests/core/interop/interop_support.py" for f in ("restore_type", "global_shape")},
     ("AsyncOptions", "timeout_secs"): "tests/core/manager/test_manager_save_restore.py",
     ("AsyncOptions", "post_finalization_callback"): "tests/reliability/crash/child.py",
     ("AsyncOptions", "create_directories_asynchronously"): HERE,
@@ -56,8 +56,10 @@ FIELDS: dict[tuple[str, str], str] = {
     ("CheckpointManagerOptions", "enable_background_delete"): "tests/reliability/crash/child.py",
     ("CheckpointManagerOptions", "handle_sigterm"): "tests/core/manager/exit_child.py",
     ("CheckpointManagerOptions", "allow_concurrent_writers"): "tests/reliability/test_concurrency.py",
-    **{("JaxRandomKeyRestore", f): "tests/core/interop/test_orbax_fixtures.py" for f in ("item", "restore_args")},
-    **{("JaxRandomKeySave", f): "tests/core/interop/test_orbax_fixtures.py" for f in ("item", "save_args")},
+    **{("JaxRandomKeyRestore", f): "tests/core/interop/test_cross_library_items.py"
+       for f in ("item", "restore_args")},
+    ("JaxRandomKeySave", "item"): "tests/core/handlers/test_other_handlers.py",
+    ("JaxRandomKeySave", "save_args"): HERE,
     ("JsonRestore", "item"): "tests/core/interop/test_read_orbax_written.py",
     **{(c, "item"): "tests/core/handlers/test_other_handlers.py"
        for c in ("JsonSave", "NumpyRandomKeyRestore", "NumpyRandomKeySave", "ProtoRestore",
@@ -73,7 +75,7 @@ FIELDS: dict[tuple[str, str], str] = {
     **{("PyTreeSave", f): "tests/core/handlers/test_pytree_handler.py" for f in ("item", "save_args")},
     ("PyTreeSave", "custom_metadata"): "tests/core/checkpointers/test_checkpointer.py",
     **{("PyTreeSave", f): HERE for f in ("ocdbt_target_data_file_size", "enable_pinned_host_transfer")},
-    ("RestoreArgs", "restore_type"): "tests/core/interop/test_read_orbax_written.py",
+    ("RestoreArgs", "restore_type"): "tests/core/interop/interop_support.py",
     ("RestoreArgs", "dtype"): "tests/core/handlers/test_pytree_handler.py",
     **{("SaveArgs", f): "tests/core/handlers/test_pytree_handler.py" for f in ("dtype", "chunk_byte_size")},
     **{("SaveArgs", f): HERE for f in ("write_chunk_shape", "aggregate")},
@@ -81,11 +83,9 @@ FIELDS: dict[tuple[str, str], str] = {
     ("StandardRestore", "strict"): HERE,
     ("StandardRestore", "support_layout"): HERE,
     ("StandardSave", "item"): "tests/reliability/test_integrity.py",
-    ("StandardSave", "save_args"): "tests/core/interop/test_orbax_fixtures.py",
+    ("StandardSave", "save_args"): "tests/core/interop/libraries.py",
     ("StandardSave", "custom_metadata"): "tests/object_storage/test_checkpointer.py",
 }
-# Fields whose effect test lands with another branch (restore-path); the merger drops this.
-PENDING_ELSEWHERE = {TRANSFORMS}
 
 
 def _option_classes() -> dict[str, type]:
@@ -109,7 +109,7 @@ def test_only_known_gaps_remain():
 
 
 @pytest.mark.parametrize("key", sorted(k for k, v in FIELDS.items()
-                                       if v not in ("GAP", HERE) and v not in PENDING_ELSEWHERE))
+                                       if v not in ("GAP", HERE)))
 def test_field_is_set_by_the_test_named(key):
     cls, field = key
     text = (TESTS.parent / FIELDS[key]).read_text()
@@ -191,3 +191,13 @@ def test_standard_restore_strict_false_pads(tmp_path):
     assert padded["a"].shape == (6,) and np.array_equal(padded["a"][:4], np.arange(4.0))
     with pytest.raises(ocp.errors.CheckpointError, match="shape"):
         ocp.StandardCheckpointer().restore(tmp_path / "c", args=ocp.args.StandardRestore(target))
+
+
+def test_array_and_random_key_save_args_cast_on_save(tmp_path):
+    args = ocp.SaveArgs(dtype=np.float16)
+    ocp.Checkpointer(ocp.ArrayCheckpointHandler()).save(
+        tmp_path / "a", args=ocp.args.ArraySave(np.arange(4.0), save_args=args))
+    restored = ocp.Checkpointer(ocp.ArrayCheckpointHandler()).restore(tmp_path / "a")
+    assert np.asarray(restored).dtype == np.float16
+    with pytest.raises(InvalidArgumentError, match="aggregate"):
+        ocp.args.JaxRandomKeySave(jax.random.key(0), save_args=ocp.SaveArgs(aggregate=True))

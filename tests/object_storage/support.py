@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
-import uuid
 from typing import Any
 
 import jax
@@ -13,7 +11,7 @@ import numpy as np
 import tensorstore as ts
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from servers.store import ObjectStore, ObjectStoreServer
+from servers.store import ObjectStore
 
 MIB = 1024 * 1024
 
@@ -86,12 +84,12 @@ def assert_bit_exact(restored: Any, expected: Any) -> None:
             assert type(got) is type(want) and got == want, f"{where}: {got!r} != {want!r}"
 
 
-def raw_kvstore(store: ObjectStore | SpareBucket, path: str = "") -> ts.KvStore:
+def raw_kvstore(store: ObjectStore, path: str = "") -> ts.KvStore:
     """The bucket under the test's prefix, opened directly (not through jaxpoint)."""
     return ts.KvStore.open(store.kvstore_spec(path)).result()
 
 
-def object_names(store: ObjectStore | SpareBucket, path: str = "") -> list[str]:
+def object_names(store: ObjectStore, path: str = "") -> list[str]:
     """Every object name under `path` in the test's prefix, sorted."""
     return sorted(key.decode() for key in raw_kvstore(store, path).list().result())
 
@@ -103,38 +101,7 @@ def delete_object(store: ObjectStore, path: str) -> None:
     kvstore.delete_range(ts.KvStore.KeyRange(path, path + "\x00")).result()
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SpareBucket:
-    """A bucket of its own on a test server, for tests that need jaxpoint settings of their own.
-
-    jaxpoint reads its object-store settings (endpoint, retries) when a bucket is first
-    used in a process, so a test that needs other settings needs a bucket never used before.
-    """
-
-    server: ObjectStoreServer
-    name: str
-
-    @classmethod
-    def fresh(cls, server: ObjectStoreServer, *, create: bool) -> SpareBucket:
-        spare = cls(server=server, name=f"jaxpoint-spare-{uuid.uuid4().hex[:12]}")
-        if create:
-            server.create_bucket(spare.name)
-        return spare
-
-    def url(self, path: str = "") -> str:
-        return self.server.url(path).replace(f"//{self.server.bucket}/", f"//{self.name}/", 1)
-
-    def kvstore_spec(self, path: str = "") -> dict[str, Any]:
-        return {**self.server.kvstore_spec(path), "bucket": self.name}
-
-    def clear(self) -> None:
-        """Deletes every object in the bucket, starting the server first if a test stopped it."""
-        self.server.start()
-        kvstore = ts.KvStore.open(self.kvstore_spec()).result()
-        kvstore.delete_range(ts.KvStore.KeyRange()).result()
-
-
-def wait_for_object(store: ObjectStore | SpareBucket, path: str, *, containing: str,
+def wait_for_object(store: ObjectStore, path: str, *, containing: str,
                     timeout_s: float = 60.0) -> None:
     """Blocks until an object whose name contains `containing` exists below folder `path`."""
     kvstore = ts.KvStore.open(store.kvstore_spec(path)).result()
@@ -147,7 +114,7 @@ def wait_for_object(store: ObjectStore | SpareBucket, path: str, *, containing: 
                        f"{store.url(path)} within {timeout_s} s, found none.")
 
 
-def request_retries(store: ObjectStore | SpareBucket) -> int:
+def request_retries(store: ObjectStore) -> int:
     """How many requests TensorStore's driver for `store` has retried in this process."""
     driver = store.kvstore_spec()["driver"]
     metrics = ts.experimental_collect_matching_metrics(f"/tensorstore/kvstore/{driver}/retries",

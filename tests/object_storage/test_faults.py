@@ -26,7 +26,6 @@ from jaxpoint.core.errors import (
 from jaxpoint.core.manager import CheckpointManager, CheckpointManagerOptions
 from jaxpoint.core.storage import COMMIT_MARKER, Location
 from object_storage.support import (
-    SpareBucket,
     abstract,
     assert_bit_exact,
     object_names,
@@ -50,16 +49,16 @@ def _restore(manager: CheckpointManager, step: int, **tree_options: int) -> dict
         abstract(sharded_tree(step, **tree_options))))
 
 
-def _is_committed(store: ObjectStore | SpareBucket, run: str, step: int) -> bool:
+def _is_committed(store: ObjectStore, run: str, step: int) -> bool:
     return COMMIT_MARKER in object_names(store, f"{run}/{step}/")
 
 
 @pytest.fixture
 def fail_fast_bucket(bucket: ObjectStore, monkeypatch: pytest.MonkeyPatch
-                     ) -> Iterator[SpareBucket]:
+                     ) -> Iterator[ObjectStore]:
     """A new bucket on the same server that jaxpoint uses with one retry per request."""
     monkeypatch.setenv("JAXPOINT_OBJECT_STORE_MAX_RETRIES", "1")
-    spare = SpareBucket.fresh(bucket.server, create=True)
+    spare = ObjectStore.in_spare_bucket(bucket.server, create=True)
     yield spare
     spare.clear()
 
@@ -85,7 +84,7 @@ def test_restart_mid_save_completes_by_retrying(bucket: ObjectStore):
         assert_bit_exact(_restore(fresh, 0), sharded_tree(0))
 
 
-def test_outage_mid_save_fails_on_the_next_call(fail_fast_bucket: SpareBucket):
+def test_outage_mid_save_fails_on_the_next_call(fail_fast_bucket: ObjectStore):
     """With retries bounded, a server down for longer fails the save; nothing partial shows."""
     run = fail_fast_bucket.url("run")
     big = sharded_tree(1, big_mib=BIG_MIB)
@@ -120,7 +119,7 @@ def test_outage_mid_save_fails_on_the_next_call(fail_fast_bucket: SpareBucket):
 
 
 def test_missing_bucket_is_a_clear_error(bucket: ObjectStore):
-    missing = SpareBucket.fresh(bucket.server, create=False)
+    missing = ObjectStore.in_spare_bucket(bucket.server, create=False)
     gone = r"(NoSuchBucket|No such bucket)"
     started = time.monotonic()
 
@@ -149,7 +148,7 @@ def test_unreachable_server_fails_within_bounded_time(bucket: ObjectStore,
     monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
     monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", dead)
     monkeypatch.setenv("JAXPOINT_OBJECT_STORE_MAX_RETRIES", "1")
-    unreachable = SpareBucket.fresh(bucket.server, create=False)
+    unreachable = ObjectStore.in_spare_bucket(bucket.server, create=False)
     refused = r"retry attempts failed.*Could not connect to server"
 
     for call in (lambda: ocp.restore(unreachable.url("ckpt")),

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from jaxpoint.core import args
-from jaxpoint.core.checkpointers import verify
 from jaxpoint.core.errors import DirectoryInUseError, StepAlreadyExistsError, StepNotFoundError
+from jaxpoint.core.inspection import verify
 from jaxpoint.core.manager import CheckpointManager, CheckpointManagerOptions
 from jaxpoint.core.storage import parse_tmp_name
 from jaxpoint.core.testing.multiprocess import run_process_id, run_processes

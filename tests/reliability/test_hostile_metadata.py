@@ -28,10 +28,10 @@ import tensorstore as ts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jaxpoint.core.checkpointers.step_metadata import read_step_metadata
-from jaxpoint.core.checkpointers.verification import verify
 from jaxpoint.core.errors import CheckpointError, CorruptCheckpointError, InvalidArgumentError
 from jaxpoint.core.handlers.pytree_metadata import read_tree_record
 from jaxpoint.core.handlers.sharding_metadata import read_shardings, sharding_from_description
+from jaxpoint.core.inspection import verify
 from jaxpoint.core.storage import Location, read_json
 
 PACKAGE = Path(ocp.__file__).resolve().parent

@@ -23,13 +23,13 @@ import jaxpoint.core as ocp
 import numpy as np
 import pytest
 import tensorstore as ts
-from jaxpoint.core.checkpointers.verification import VerificationReport, verify
 from jaxpoint.core.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
     UncommittedCheckpointError,
 )
+from jaxpoint.core.inspection import VerificationReport, verify
 from reliability.conftest import assert_bit_exact, data_files, is_bit_exact, mixed_tree
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "orbax-0.12.8"

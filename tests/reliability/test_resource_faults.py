@@ -20,13 +20,13 @@ from pathlib import Path
 import jaxpoint.core as ocp
 import numpy as np
 import pytest
-from jaxpoint.core.checkpointers.verification import verify
 from jaxpoint.core.errors import (
     BackgroundSaveError,
     CheckpointExistsError,
     CheckpointNotFoundError,
     StorageError,
 )
+from jaxpoint.core.inspection import verify
 from reliability.conftest import assert_bit_exact, fill_disk, remount_read_only
 
 MIB = 2**20
@@ -151,7 +151,7 @@ def test_a_file_where_a_folder_belongs(tmp_path):
 _UNPRIVILEGED = textwrap.dedent(r"""
     import sys
     import jaxpoint.core as ocp, numpy as np, pytest
-    from jaxpoint.core.checkpointers.verification import verify
+    from jaxpoint.core.inspection import verify
     from jaxpoint.core.errors import StorageError
     shared, private, locked = sys.argv[1:4]
     denied = r"Permission denied\. Grant write access or choose another directory"

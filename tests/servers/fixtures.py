@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
 from servers.gcs import GcsServer
 from servers.loopback import HOST
 from servers.s3 import S3Server
-from servers.store import ObjectStore
+from servers.store import ObjectStore, ObjectStoreServer
+
+ServerT = TypeVar("ServerT", S3Server, GcsServer)
 
 
 def _bypass_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,42 +36,42 @@ def _bypass_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """moto S3 for the session; sets AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY."""
+def _running(server: ServerT) -> Iterator[ServerT]:
+    """The session lifecycle of either server: its environment set, started, stopped."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        server = S3Server(workdir=tmp_path_factory.mktemp("s3-server"))
         for name, value in server.environ().items():
             monkeypatch.setenv(name, value)
         _bypass_proxies(monkeypatch)
         with server:
             yield server
+
+
+def _fresh_store(server: ObjectStoreServer) -> Iterator[ObjectStore]:
+    store = ObjectStore.fresh(server)
+    yield store
+    store.clear()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto S3 for the session; sets AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY."""
+    yield from _running(S3Server(workdir=tmp_path_factory.mktemp("s3-server")))
 
 
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
     """GCS emulator for the session; sets TENSORSTORE_GCS_HTTP_URL and the test token."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        server = GcsServer(workdir=tmp_path_factory.mktemp("gcs-server"))
-        for name, value in server.environ().items():
-            monkeypatch.setenv(name, value)
-        _bypass_proxies(monkeypatch)
-        with server:
-            yield server
+    yield from _running(GcsServer(workdir=tmp_path_factory.mktemp("gcs-server")))
 
 
 @pytest.fixture
 def s3_store(s3_server: S3Server) -> Iterator[ObjectStore]:
-    store = ObjectStore.fresh(s3_server)
-    yield store
-    store.clear()
+    yield from _fresh_store(s3_server)
 
 
 @pytest.fixture
 def gcs_store(gcs_server: GcsServer) -> Iterator[ObjectStore]:
-    store = ObjectStore.fresh(gcs_server)
-    yield store
-    store.clear()
+    yield from _fresh_store(gcs_server)
 
 
 @pytest.fixture(params=["s3", "gcs"])

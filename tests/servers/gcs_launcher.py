@@ -21,22 +21,18 @@ the shipped one:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import logging
-import os
-import signal
 import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from gcp_storage_emulator import server as emulator_server
 from gcp_storage_emulator.storage import Storage
 
-from servers import gcs_handlers, parent_watch
+from servers import gcs_handlers, launcher
 from servers.loopback import HOST
 
 logger = logging.getLogger(__name__)
@@ -98,30 +94,17 @@ class _Server(ThreadingHTTPServer):
 
 def serve(*, port: int, data_dir: Path) -> None:
     """Serves until SIGTERM, then exits between two requests."""
-    parent_watch.exit_when_orphaned()
+    launcher.exit_when_orphaned()
     gcs_handlers.install()
     storage = Storage(use_memory_fs=False, data_dir=str(data_dir.resolve()))
     lock = threading.Lock()
     httpd = _Server((HOST, port), functools.partial(SerializedRequestHandler, storage, lock))
-
-    def exit_between_requests(signum: int, frame: FrameType | None) -> None:
-        lock.acquire()  # never released: storage on disk is complete and consistent
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, exit_between_requests)
+    launcher.exit_between_requests(lock)  # storage on disk is then complete and consistent
     httpd.serve_forever()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--data-dir", type=Path, required=True)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    # The emulator logs every 404 as an ERROR; failures of ours are logged by this module.
-    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
-    serve(port=args.port, data_dir=args.data_dir)
-
-
 if __name__ == "__main__":
-    main()
+    # The emulator logs every 404 as an ERROR; failures of ours are logged by this module.
+    launcher.main(__doc__.splitlines()[0], storage_option="data-dir",
+                  log_levels={"gcp_storage_emulator": logging.CRITICAL},
+                  serve=lambda port, data_dir: serve(port=port, data_dir=data_dir))

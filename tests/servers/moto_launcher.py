@@ -12,14 +12,10 @@ Differences from ``moto_server``, each for commit-protocol tests:
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import signal
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from moto.moto_server.werkzeug_app import (
@@ -29,7 +25,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from servers import parent_watch, s3_snapshot
+from servers import launcher, s3_snapshot
 from servers.loopback import HOST
 
 _WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -55,30 +51,16 @@ class SerializedApp:
 
 def serve(*, port: int, snapshot: Path) -> None:
     """Serves until SIGTERM, then saves the snapshot and exits the process."""
-    parent_watch.exit_when_orphaned()
+    launcher.exit_when_orphaned()
     s3_snapshot.load_from(snapshot)
     lock = threading.Lock()
     app = SerializedApp(DomainDispatcherApplication(create_backend_app), lock)
     server = make_server(HOST, port, app, threaded=True, request_handler=MotoRequestHandler)
-
-    def save_and_exit(signum: int, frame: FrameType | None) -> None:
-        lock.acquire()  # never released: no request may change state after the save
-        s3_snapshot.save_to(snapshot)
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, save_and_exit)
+    launcher.exit_between_requests(lock, before_exit=lambda: s3_snapshot.save_to(snapshot))
     server.serve_forever()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--snapshot", type=Path, required=True)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    serve(port=args.port, snapshot=args.snapshot)
-
-
 if __name__ == "__main__":
-    main()
+    # werkzeug logs one line per request otherwise.
+    launcher.main(__doc__.splitlines()[0], storage_option="snapshot", log_levels={"werkzeug": logging.WARNING},
+                  serve=lambda port, snapshot: serve(port=port, snapshot=snapshot))

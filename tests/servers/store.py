@@ -34,6 +34,8 @@ class ObjectStoreServer(Protocol):
 
     def restart(self) -> None: ...
 
+    def create_bucket(self, name: str) -> None: ...
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ObjectStore:
@@ -45,14 +47,30 @@ class ObjectStore:
 
     server: ObjectStoreServer
     prefix: str
+    own_bucket: str | None = None  # a bucket of its own instead of the server's shared one
 
     @classmethod
     def fresh(cls, server: ObjectStoreServer) -> ObjectStore:
         return cls(server=server, prefix=f"test-{uuid.uuid4().hex[:16]}")
 
+    @classmethod
+    def in_spare_bucket(cls, server: ObjectStoreServer, *, create: bool) -> ObjectStore:
+        """A bucket never used before, for tests that need jaxpoint settings of their own.
+
+        jaxpoint reads its object-store settings (endpoint, retries) when a bucket is first
+        used in a process. `create=False` leaves the bucket missing.
+        """
+        store = cls(server=server, prefix="", own_bucket=f"jaxpoint-spare-{uuid.uuid4().hex[:12]}")
+        if create:
+            server.create_bucket(store.bucket)
+        return store
+
     @property
     def bucket(self) -> str:
-        return self.server.bucket
+        return self.own_bucket or self.server.bucket
+
+    def _path(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
 
     @property
     def endpoint(self) -> str:
@@ -60,11 +78,12 @@ class ObjectStore:
 
     def kvstore_spec(self, path: str = "") -> dict[str, Any]:
         """TensorStore kvstore spec whose keys start at `path` (add "/" for a folder)."""
-        return self.server.kvstore_spec(f"{self.prefix}/{path}")
+        return {**self.server.kvstore_spec(self._path(path)), "bucket": self.bucket}
 
     def url(self, path: str = "") -> str:
         """``s3://bucket/<prefix>/<path>`` or ``gs://...``, for URL-taking APIs."""
-        return self.server.url(f"{self.prefix}/{path}")
+        url = self.server.url(self._path(path))
+        return url.replace(f"//{self.server.bucket}/", f"//{self.bucket}/", 1)
 
     def start(self) -> None:
         self.server.start()
@@ -76,7 +95,8 @@ class ObjectStore:
         self.server.restart()
 
     def clear(self) -> None:
-        """Deletes everything under the prefix, starting the server first if a test stopped it."""
+        """Deletes everything under the prefix (or in its own bucket), starting the server
+        first if a test stopped it."""
         self.server.start()
         kvstore = ts.KvStore.open(self.kvstore_spec()).result()
         kvstore.delete_range(ts.KvStore.KeyRange()).result()

@@ -102,16 +102,29 @@ def test_missing_and_extra_keys_are_named(tmp_path):
         ocp.restore(tmp_path / "c", {"a": jnp.ones(2)})
 
 
-def test_shape_and_dtype_mismatch_need_strict_false(tmp_path):
+def test_shape_mismatch_needs_strict_false_and_dtype_casts(tmp_path):
     ocp.save(tmp_path / "c", {"w": jnp.arange(4.0)})
     with pytest.raises(TreeMismatchError, match=r"\['w'\].*shape \(4,\) was saved, the target asks for \(6,\)"):
         ocp.restore(tmp_path / "c", {"w": jax.ShapeDtypeStruct((6,), jnp.float32)})
-    with pytest.raises(TreeMismatchError, match="dtype float32 was saved, the target asks for int32"):
-        ocp.restore(tmp_path / "c", {"w": jax.ShapeDtypeStruct((4,), jnp.int32)})
+    cast = ocp.restore(tmp_path / "c", {"w": jax.ShapeDtypeStruct((4,), jnp.int32)})
+    assert cast["w"].dtype == jnp.int32 and cast["w"].tolist() == [0, 1, 2, 3]
     padded = ocp.restore(tmp_path / "c", {"w": jax.ShapeDtypeStruct((6,), jnp.float32)}, strict=False)
     assert padded["w"].tolist() == [0, 1, 2, 3, 0, 0]
     truncated = ocp.restore(tmp_path / "c", {"w": jax.ShapeDtypeStruct((2,), jnp.int32)}, strict=False)
     assert truncated["w"].tolist() == [0, 1] and truncated["w"].dtype == jnp.int32
+
+
+def test_int64_step_restores_onto_an_int32_abstract_target(tmp_path):
+    # A Flax TrainState's `step` starts as a Python int, saved as int64; jax.eval_shape of
+    # the state's init gives int32.
+    ocp.save(tmp_path / "c", {"step": np.int64(7), "w": np.arange(3, dtype=np.int64), "py": 0})
+    assert ocp.PyTreeCheckpointer().metadata(tmp_path / "c").item_metadata["py"].dtype == np.int64
+    target = {"step": jax.ShapeDtypeStruct((), jnp.int32), "w": np.zeros(3, np.int32),
+              "py": jax.ShapeDtypeStruct((), jnp.int32)}
+    restored = ocp.StandardCheckpointer().restore(tmp_path / "c", target)
+    assert restored["step"].dtype == jnp.int32 and int(restored["step"]) == 7
+    assert restored["w"].dtype == np.int32 and restored["w"].tolist() == [0, 1, 2]
+    assert restored["py"].dtype == jnp.int32 and int(restored["py"]) == 0
 
 
 def test_unsupported_leaf_names_path_and_type(tmp_path):

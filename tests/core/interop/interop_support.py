@@ -43,6 +43,7 @@ __all__ = [
     "ocp",
     "orbax_ocp",
     "read_json",
+    "restore_args_for",
     "sharding_matches",
 ]
 
@@ -276,6 +277,15 @@ def abstract_of(tree: Any) -> Any:
         return leaf
 
     return jax.tree.map(one, tree)
+
+
+def restore_args_for(lib: Any, leaf: Any) -> Any:
+    """`lib`'s RestoreArgs for one leaf of an abstract target (`lib`: either library)."""
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return lib.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype)
+    if isinstance(leaf, np.ndarray):
+        return lib.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
+    return lib.RestoreArgs(restore_type=type(leaf))
 
 
 def abstract_from_metadata_file(

@@ -28,6 +28,7 @@ from core.interop.interop_support import (
     make_mesh,
     ocp,
     read_json,
+    restore_args_for,
     sharding_matches,
 )
 from jax.sharding import NamedSharding, SingleDeviceSharding
@@ -55,14 +56,6 @@ def test_data_holds_every_known_case() -> None:
 # ---------------------------------------------------------------- restoring one item
 
 
-def _restore_args_for(leaf: Any) -> Any:
-    if isinstance(leaf, jax.ShapeDtypeStruct):
-        return ocp.ArrayRestoreArgs(
-            sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype
-        )
-    return ocp.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
-
-
 def restore_item(case: OrbaxCase, path: Path, target: Any = None) -> Any:
     """Restores a non-manager case the way its expected.json says orbax wrote it.
 
@@ -77,7 +70,7 @@ def restore_item(case: OrbaxCase, path: Path, target: Any = None) -> Any:
         with ocp.PyTreeCheckpointer() as checkpointer:
             if target is None:
                 return checkpointer.restore(path)
-            restore_args = jax.tree.map(_restore_args_for, target)
+            restore_args = jax.tree.map(lambda leaf: restore_args_for(ocp, leaf), target)
             return checkpointer.restore(
                 path, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args)
             )
@@ -85,7 +78,7 @@ def restore_item(case: OrbaxCase, path: Path, target: Any = None) -> Any:
         with ocp.Checkpointer(ocp.ArrayCheckpointHandler()) as checkpointer:
             if target is None:
                 return {"array": checkpointer.restore(path)}
-            args = ocp.args.ArrayRestore(restore_args=_restore_args_for(target["array"]))
+            args = ocp.args.ArrayRestore(restore_args=restore_args_for(ocp, target["array"]))
             return {"array": checkpointer.restore(path, args=args)}
     raise AssertionError(f"{case.name}: no restore rule for api {case.api!r}")
 

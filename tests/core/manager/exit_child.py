@@ -91,6 +91,15 @@ def ctrl_c(directory: str) -> None:
     time.sleep(60)  # the test's Ctrl-C lands here
 
 
+def ctrl_c_in_with(directory: str) -> None:
+    with manager(directory, enable_async_checkpointing=True) as checkpoints:
+        checkpoints.save(0, args=SlowSave({"step": 0}))
+        checkpoints.wait_until_finished()
+        checkpoints.save(1, args=SlowSave({"step": 1}))
+        ready()
+        time.sleep(60)  # the test's first Ctrl-C lands here; the second in close()
+
+
 def preemption_break(directory: str) -> None:
     checkpoints = manager(directory, save_interval_steps=1000)
     for step in range(100):
@@ -103,6 +112,19 @@ def preemption_break(directory: str) -> None:
 
 def sigterm_ignored(directory: str) -> None:
     checkpoints = manager(directory, save_interval_steps=1000)
+    for step in range(100):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        checkpoints.save(step, args=SlowSave({"step": step}))
+        print(f"step {step} done", flush=True)
+
+
+def sigterm_ignored_by_policy(directory: str) -> None:
+    """A custom policy without preemption saves, in a loop that never asks."""
+    from jaxpoint.core.manager import FixedIntervalPolicy
+
+    checkpoints = manager(directory, save_interval_steps=None,
+                          save_decision_policy=FixedIntervalPolicy(1000))
     for step in range(100):
         if step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -146,8 +168,9 @@ def standard_state(directory: str) -> None:
         checkpoints.save(step, args=args.StandardSave({"w": state["w"] + step}))
 
 
-SCENARIOS = {f.__name__: f for f in (end_of_script, sys_exit, exception, ctrl_c,
-                                     preemption_break, sigterm_ignored, sigterm_not_handled,
+SCENARIOS = {f.__name__: f for f in (end_of_script, sys_exit, exception, ctrl_c, ctrl_c_in_with,
+                                     preemption_break, sigterm_ignored, sigterm_ignored_by_policy,
+                                     sigterm_not_handled,
                                      sigterm_after_close, second_sigterm, standard_state)}
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 from core.manager.gate_handler import GateHandler, GateSave
 from core.manager.manager_support import save_steps, step_folders, sync_options, tree
 from jaxpoint.core import args
-from jaxpoint.core.errors import StepNotFoundError
+from jaxpoint.core.errors import InvalidArgumentError, StepNotFoundError
 from jaxpoint.core.manager import (
     AnySavePolicy,
     CheckpointManager,
@@ -162,3 +162,26 @@ def test_an_injected_preemption_source_decides(tmp_path: Path) -> None:
                 break
         assert manager.all_steps() == [1, 5]
     assert source.held == 0
+
+
+def test_a_source_with_handle_sigterm_false_or_of_the_wrong_type_is_refused(
+        tmp_path: Path) -> None:
+    class Never:
+        def hold(self) -> bool:
+            return True
+
+        def release(self) -> None:
+            pass
+
+        def reached_preemption(self, step: int) -> bool:
+            return False
+
+        def stop_process(self) -> None:
+            pass
+
+    with pytest.raises(InvalidArgumentError,
+                       match=r"either preemption_source=\.\.\. or handle_sigterm=False, got both"):
+        CheckpointManager(tmp_path, sync_options(handle_sigterm=False), preemption_source=Never())
+    with pytest.raises(InvalidArgumentError,
+                       match=r"Expected preemption_source to be a multihost\.PreemptionSource"):
+        CheckpointManager(tmp_path, sync_options(), preemption_source=object())

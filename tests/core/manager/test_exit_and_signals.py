@@ -113,6 +113,19 @@ def test_ctrl_c_twice_abandons_the_save_and_keeps_what_was_committed(tmp_path: P
     assert _entries(tmp_path) == ["0"]  # step 1 never committed; its tmp folder is removed
 
 
+def test_ctrl_c_twice_in_a_with_block_abandons_the_save(tmp_path: Path) -> None:
+    """The second Ctrl-C lands in `close()` (called by `with`), not at interpreter exit."""
+    child = _start("ctrl_c_in_with", tmp_path, write_s=3.0)
+    _wait_for_line(child.stdout, "ready")
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # close() is now waiting for step 1
+    child.send_signal(signal.SIGINT)
+    code, _, err = _finish(child)
+    assert code == -signal.SIGINT and _ABORT not in err, err
+    assert "Second Ctrl-C: abandoning the save of step 1" in err
+    assert _entries(tmp_path) == ["0"], err  # step 1 never committed; step 0 untouched
+
+
 def test_a_preemption_break_without_with_commits_the_preemption_save(tmp_path: Path) -> None:
     code, _, err = _run("preemption_break", tmp_path)
     assert code == 0, err
@@ -125,6 +138,15 @@ def test_sigterm_saves_once_then_stops_a_loop_that_ignores_it(tmp_path: Path) ->
     assert "step 3 done" in out and "step 4 done" not in out
     assert "without asking manager.reached_preemption(step)" in err
     assert _entries(tmp_path) == ["0", "3"]
+
+
+def test_sigterm_stops_an_unaware_loop_whose_policy_makes_no_preemption_save(
+        tmp_path: Path) -> None:
+    code, out, err = _run("sigterm_ignored_by_policy", tmp_path)
+    assert code == -signal.SIGTERM, err
+    assert "step 3 done" in out and "step 4 done" not in out
+    assert "noticed at step 3 and the save policy made no checkpoint" in err
+    assert _entries(tmp_path) == ["0"]
 
 
 def test_handle_sigterm_false_leaves_sigterm_alone(tmp_path: Path) -> None:

@@ -204,13 +204,6 @@ def test_bad_save_and_restore_arguments(tmp_path: Path, call, match) -> None:
         assert manager.all_steps() == [7]
 
 
-def test_best_fn_needs_metrics(tmp_path: Path) -> None:
-    with CheckpointManager(tmp_path, sync_options(best_fn=lambda m: m["loss"])) as manager:
-        with pytest.raises(InvalidArgumentError,
-                           match=r"Expected metrics for step 0: best_fn is set .* To fix, pass save\(step, args=..., metrics="):
-            manager.save(0, args=args.StandardSave(tree(0)))
-
-
 def test_metrics_item_name_is_reserved(tmp_path: Path) -> None:
     with CheckpointManager(tmp_path, sync_options()) as manager:
         with pytest.raises(InvalidArgumentError, match="Item name 'metrics' in save.step=0. is reserved"):
@@ -241,7 +234,7 @@ def test_bad_directories_and_constructor_arguments(tmp_path: Path) -> None:
         CheckpointManager(tmp_path / "file")
     with pytest.raises(InvalidArgumentError, match="to exist because create=False"):
         CheckpointManager(tmp_path / "missing", sync_options(create=False))
-    with pytest.raises(InvalidArgumentError, match="Orbax's legacy `checkpointers=` argument is not supported"):
+    with pytest.raises(InvalidArgumentError, match=r"Expected the second argument of CheckpointManager to be CheckpointManagerOptions, or Orbax's legacy checkpointers .* got StandardCheckpointHandler. To fix, pass item_handlers=StandardCheckpointHandler\(...\) by keyword"):
         CheckpointManager(tmp_path, StandardCheckpointHandler())
     with pytest.raises(InvalidArgumentError, match="Expected item_handlers to be a dict"):
         CheckpointManager(tmp_path, item_names=["a"], item_handlers=StandardCheckpointHandler())

@@ -43,11 +43,16 @@ def test_files_and_folders(tmp_path, root):
     assert base.list_names() == ["a", "b.txt"]
     assert (base / "a").exists() and not (base / "a").is_file()
     assert (base / "b.txt").is_file() and (base / "b.txt").read_text() == "hello"
+    # The size is known without a read on disk; an object store has no cheaper way.
+    assert (base / "b.txt").size() == (5 if root == "local" else None)
     (base / "a").remove()
     assert base.list_names() == ["b.txt"]
     assert not (base / "missing").exists()
     with pytest.raises(FileNotFoundError):
         (base / "missing").read_bytes()
+    if root == "local":
+        with pytest.raises(FileNotFoundError):
+            (base / "missing").size()
 
 
 def test_object_store_has_no_rename():

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "jaxpoint.core.checkpointers": (
         "AsyncCheckpointer", "AsyncOptions", "Checkpointer", "MultiprocessingOptions",
-        "ItemReport", "PyTreeCheckpointer", "StandardCheckpointer", "StepMetadata",
-        "VerificationReport", "restore", "save", "verify",
+        "PyTreeCheckpointer", "StandardCheckpointer", "StepMetadata", "restore", "save",
     ),
     "jaxpoint.core.errors": (
         "BackgroundSaveError", "BarrierTimeoutError", "CheckpointError", "CheckpointExistsError",
@@ -21,6 +20,7 @@ _EXPORTS = {
         "StepAlreadyExistsError", "StepNotFoundError", "StorageError", "TreeMismatchError",
         "UncommittedCheckpointError",
     ),
+    "jaxpoint.core.inspection": ("ItemReport", "VerificationReport", "describe", "verify"),
     "jaxpoint.core.manager": (
         "AnyPreservationPolicy", "AnySavePolicy", "BestN", "CheckpointInfo", "CheckpointManager",
         "CheckpointManagerOptions", "CompositeStepNameFormat", "ContinuousCheckpointingPolicy",
@@ -33,7 +33,8 @@ _EXPORTS = {
     ),
     "jaxpoint.core.handlers": (
         "ArrayCheckpointHandler", "ArrayMetadata", "ArrayRestoreArgs", "CheckpointHandler",
-        "CompositeCheckpointHandler", "JaxRandomKeyCheckpointHandler", "JsonCheckpointHandler",
+        "CheckpointHandlerRegistry", "CompositeCheckpointHandler",
+        "DefaultCheckpointHandlerRegistry", "JaxRandomKeyCheckpointHandler", "JsonCheckpointHandler",
         "NumpyRandomKeyCheckpointHandler", "ProtoCheckpointHandler", "PyTreeCheckpointHandler",
         "RestoreArgs", "SaveArgs", "SingleReplicaArrayHandler", "SingleReplicaArrayRestoreArgs",
         "StandardCheckpointHandler", "register_with_handler",
@@ -41,27 +42,50 @@ _EXPORTS = {
         "CheckpointArgs", "SaveContext", "WriteStep",
     ),
     "jaxpoint.core.storage": ("Location",),
+    "jaxpoint.core.tree.placeholder": ("PLACEHOLDER",),
+    "jaxpoint.core.tree.transforms": ("RestoreTransform", "Transform", "apply_transformations",
+                                      "merge_trees"),
 }
-_SUBMODULES = ("args", "checkpointers", "errors", "handlers", "manager", "multihost")
+_SUBMODULES = (
+    "args", "checkpoint_args", "checkpoint_manager", "checkpoint_managers", "checkpoint_utils",
+    "checkpointers", "errors", "handlers", "manager", "metadata", "multihost", "options", "path",
+    "test_utils", "transform_utils", "tree", "type_handlers", "utils",
+)
 _ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
 
 # Type checkers and IDEs read the real names here; at run time `__getattr__` imports
 # each on first use. tests/core/test_public_api.py keeps this block and _EXPORTS equal.
 if TYPE_CHECKING:
-    from jaxpoint.core import args, checkpointers, errors, handlers, manager, multihost
+    from jaxpoint.core import (
+        args,
+        checkpoint_args,
+        checkpoint_manager,
+        checkpoint_managers,
+        checkpoint_utils,
+        checkpointers,
+        errors,
+        handlers,
+        manager,
+        metadata,
+        multihost,
+        options,
+        path,
+        test_utils,
+        transform_utils,
+        tree,
+        type_handlers,
+        utils,
+    )
     from jaxpoint.core.checkpointers import (
         AsyncCheckpointer,
         AsyncOptions,
         Checkpointer,
-        ItemReport,
         MultiprocessingOptions,
         PyTreeCheckpointer,
         StandardCheckpointer,
         StepMetadata,
-        VerificationReport,
         restore,
         save,
-        verify,
     )
     from jaxpoint.core.errors import (
         BackgroundSaveError,
@@ -84,7 +108,9 @@ if TYPE_CHECKING:
         ArrayRestoreArgs,
         CheckpointArgs,
         CheckpointHandler,
+        CheckpointHandlerRegistry,
         CompositeCheckpointHandler,
+        DefaultCheckpointHandlerRegistry,
         JaxRandomKeyCheckpointHandler,
         JsonCheckpointHandler,
         NumpyRandomKeyCheckpointHandler,
@@ -98,6 +124,12 @@ if TYPE_CHECKING:
         StandardCheckpointHandler,
         WriteStep,
         register_with_handler,
+    )
+    from jaxpoint.core.inspection import (
+        ItemReport,
+        VerificationReport,
+        describe,
+        verify,
     )
     from jaxpoint.core.manager import (
         AnyPreservationPolicy,
@@ -133,6 +165,15 @@ if TYPE_CHECKING:
     )
     from jaxpoint.core.storage import (
         Location,
+    )
+    from jaxpoint.core.tree.placeholder import (
+        PLACEHOLDER,
+    )
+    from jaxpoint.core.tree.transforms import (
+        RestoreTransform,
+        Transform,
+        apply_transformations,
+        merge_trees,
     )
 
 __all__ = sorted([*_ORIGIN, *_SUBMODULES])

@@ -17,6 +17,9 @@ from jaxpoint.core.handlers import (
     PyTreeSave,
     StandardRestore,
     StandardSave,
+    get_registered_args_cls,
+    get_registered_handler_cls,
+    has_registered_args,
     register_with_handler,
 )
 
@@ -24,5 +27,6 @@ __all__ = [
     "ArrayRestore", "ArraySave", "CheckpointArgs", "Composite", "JaxRandomKeyRestore",
     "JaxRandomKeySave", "JsonRestore", "JsonSave", "NumpyRandomKeyRestore", "NumpyRandomKeySave",
     "ProtoRestore", "ProtoSave", "PyTreeRestore", "PyTreeSave", "StandardRestore", "StandardSave",
+    "get_registered_args_cls", "get_registered_handler_cls", "has_registered_args",
     "register_with_handler",
 ]

@@ -4,21 +4,19 @@ from jaxpoint.core.checkpointers.async_checkpointer import AsyncCheckpointer
 from jaxpoint.core.checkpointers.checkpointer import Checkpointer
 from jaxpoint.core.checkpointers.one_call import restore, save
 from jaxpoint.core.checkpointers.options import AsyncOptions, MultiprocessingOptions
+from jaxpoint.core.checkpointers.save_duration import record_saved_duration
 from jaxpoint.core.checkpointers.standard import PyTreeCheckpointer, StandardCheckpointer
 from jaxpoint.core.checkpointers.step_metadata import StepMetadata
-from jaxpoint.core.checkpointers.verification import ItemReport, VerificationReport, verify
 
 __all__ = [
     "AsyncCheckpointer",
     "AsyncOptions",
     "Checkpointer",
-    "ItemReport",
     "MultiprocessingOptions",
     "PyTreeCheckpointer",
     "StandardCheckpointer",
     "StepMetadata",
-    "VerificationReport",
+    "record_saved_duration",
     "restore",
     "save",
-    "verify",
 ]

@@ -18,7 +18,7 @@ from jaxpoint.core.checkpointers.background_failure import BackgroundFailure
 from jaxpoint.core.checkpointers.checkpointer import Checkpointer, PathLike
 from jaxpoint.core.checkpointers.options import AsyncOptions, MultiprocessingOptions
 from jaxpoint.core.checkpointers.save_pipeline import SaveJob, finish_save
-from jaxpoint.core.errors import BackgroundSaveError, CheckpointError
+from jaxpoint.core.errors import BackgroundSaveError, CheckpointError, SaveAbandonedError
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +42,23 @@ class AsyncCheckpointer(Checkpointer):
         self._lock = threading.Lock()
         exit_guard.guard(self)
 
-    def save(self, directory: PathLike, args: Any = None, *, force: bool = False,
+    def save(self, directory: PathLike, *legacy_args: Any, args: Any = None, force: bool = False,
              custom_metadata: dict[str, Any] | None = None,
-             metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+             metrics: dict[str, Any] | None = None, step: int | None = None,
+             **legacy_kwargs: Any) -> None:
         """Collective: every process calls this, in the same order. Returns once staged."""
         self.wait_until_finished()
         job = self._begin(directory, args, force=force, is_async=True,
-                          custom_metadata=custom_metadata, metrics=metrics, step=step)
+                          custom_metadata=custom_metadata, metrics=metrics, step=step,
+                          legacy=(legacy_args, legacy_kwargs))
         job.blocked_s = time.perf_counter() - job.started_s
         self.start_background(job)
+
+    @property
+    def async_options(self) -> AsyncOptions:
+        """The timeout and commit callback the background writes run with."""
+        return AsyncOptions(timeout_secs=self._timeout_s,
+                            post_finalization_callback=self._on_commit)
 
     def start_background(self, job: SaveJob) -> None:
         """Runs the rest of `job` in the background thread."""
@@ -105,5 +113,10 @@ class AsyncCheckpointer(Checkpointer):
         self.check_for_errors()
 
     def close(self) -> None:
+        """Waits for the save in flight; a save abandoned by a second Ctrl-C is not an error."""
         exit_guard.unguard(self)
-        self.wait_until_finished()
+        try:
+            self.wait_until_finished()
+        except BackgroundSaveError as error:
+            if not isinstance(error.__cause__, SaveAbandonedError):
+                raise

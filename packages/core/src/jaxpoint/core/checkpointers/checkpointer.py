@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jaxpoint.core.checkpointers.gc_pause import gc_paused
+from jaxpoint.core.checkpointers.legacy_forms import checkpointer_args
 from jaxpoint.core.checkpointers.options import MultiprocessingOptions
 from jaxpoint.core.checkpointers.save_pipeline import (
     SaveJob,
@@ -25,7 +27,7 @@ from jaxpoint.core.errors import (
     InvalidArgumentError,
     UnregisteredArgsError,
 )
-from jaxpoint.core.handlers import CheckpointArgs, Composite
+from jaxpoint.core.handlers import Composite
 from jaxpoint.core.handlers.registry import handler_for_args, handler_supports, is_save_args
 from jaxpoint.core.storage import Location
 from jaxpoint.core.storage.checksums import check_checksums
@@ -61,9 +63,9 @@ class Checkpointer:
     [1.0, 1.0, 1.0]
     """
 
-    # Args classes that wrap a bare item passed instead of args (`save(path, tree)`).
-    _raw_save_args: type | None = None
-    _raw_restore_args: type | None = None
+    # True where the positional form `save(path, item, ...)` is this checkpointer's own
+    # documented API (Orbax's StandardCheckpointer), so it is mapped without a warning.
+    _positional_form_is_current: bool = False
 
     def __init__(self, handler: Any, *,
                  multiprocessing_options: MultiprocessingOptions | None = None) -> None:
@@ -74,34 +76,37 @@ class Checkpointer:
     def handler(self) -> Any:
         return self._handler
 
-    def _coerce(self, args: Any, wrapper: type | None, *, what: str) -> Any:
+    @property
+    def multiprocessing_options(self) -> MultiprocessingOptions:
+        """Which process commits and which take part (given at construction)."""
+        return self._options
+
+    def _coerce(self, args: Any, positional: Sequence[Any], keywords: Mapping[str, Any], *,
+                what: str) -> Any:
+        args = checkpointer_args(self._handler, args, positional, keywords,
+                                 for_save=what == "save", where=f"{type(self).__name__}.{what}",
+                                 is_current_form=self._positional_form_is_current)
         if what == "restore":
             refuse_save_args_on_restore(args)
-        if args is None or isinstance(args, CheckpointArgs):
-            if args is not None and not handler_supports(self._handler, args):
-                try:
-                    owner = f"registered for {handler_for_args(args).__name__}"
-                except UnregisteredArgsError:
-                    owner = "registered for no handler"
-                raise UnregisteredArgsError(
-                    f"Expected {what} args for {type(self._handler).__name__}, got "
-                    f"{type(args).__name__}, which is {owner}. To fix, use the args of this "
-                    "handler (e.g. args.StandardSave for StandardCheckpointHandler), a "
-                    "checkpointer built for that handler, or register your args with "
-                    "@register_with_handler."
-                )
-            return args
-        if wrapper is not None:
-            return wrapper(args)
-        raise UnregisteredArgsError(
-            f"Expected a CheckpointArgs object, got {type(args).__name__}. To fix, pass "
-            "args=ocp.args.StandardSave(tree) (or the args of your handler)."
-        )
+        if args is not None and not handler_supports(self._handler, args):
+            try:
+                owner = f"registered for {handler_for_args(args).__name__}"
+            except UnregisteredArgsError:
+                owner = "registered for no handler"
+            raise UnregisteredArgsError(
+                f"Expected {what} args for {type(self._handler).__name__}, got "
+                f"{type(args).__name__}, which is {owner}. To fix, use the args of this "
+                "handler (e.g. args.StandardSave for StandardCheckpointHandler), a "
+                "checkpointer built for that handler, or register your args with "
+                "@register_with_handler."
+            )
+        return args
 
     def _begin(self, directory: PathLike, args: Any, *, force: bool, is_async: bool,
                custom_metadata: dict[str, Any] | None, metrics: dict[str, Any] | None = None,
-               step: int | None = None) -> SaveJob:
-        args = self._coerce(args, self._raw_save_args, what="save")
+               step: int | None = None,
+               legacy: tuple[Sequence[Any], Mapping[str, Any]] = ((), {})) -> SaveJob:
+        args = self._coerce(args, *legacy, what="save")
         if args is None:
             raise UnregisteredArgsError("save() needs args, e.g. args=ocp.args.StandardSave(tree).")
         recorded = getattr(self._handler, "recorded_typestrs", None)
@@ -114,31 +119,36 @@ class Checkpointer:
                               options=self._options, is_async=is_async, step_metadata=metadata,
                               label=_label(location, step))
 
-    def save(self, directory: PathLike, args: Any = None, *, force: bool = False,
+    def save(self, directory: PathLike, *legacy_args: Any, args: Any = None, force: bool = False,
              custom_metadata: dict[str, Any] | None = None,
-             metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+             metrics: dict[str, Any] | None = None, step: int | None = None,
+             **legacy_kwargs: Any) -> None:
         """Collective: every process calls this, in the same order. Returns once committed.
 
         `metrics` are recorded in `_CHECKPOINT_METADATA` (the manager passes them); `step`
-        names the save in its log line.
+        names the save in its log line. Orbax's legacy form `save(path, item,
+        save_args=...)` builds the handler's save args.
         """
         with gc_paused():
             finish_save(self._begin(directory, args, force=force, is_async=False,
                                     custom_metadata=custom_metadata, metrics=metrics,
-                                    step=step))
+                                    step=step, legacy=(legacy_args, legacy_kwargs)))
 
-    def restore(self, directory: PathLike, args: Any = None, *, step: int | None = None) -> Any:
+    def restore(self, directory: PathLike, *legacy_args: Any, args: Any = None,
+                step: int | None = None, **legacy_kwargs: Any) -> Any:
         """Restores the item at `directory`; without args, as it was saved.
 
         Without a target, arrays come back on the shardings they were saved with (where
-        those devices exist here). `step` names the restore in its log line.
+        those devices exist here). `step` names the restore in its log line. Orbax's legacy
+        form `restore(path, item=..., restore_args=..., transforms=...)` builds the
+        handler's restore args.
         """
         location = Location.parse(directory)
         started_s = time.perf_counter()
+        args = self._coerce(args, legacy_args, legacy_kwargs, what="restore")
         with gc_paused():
             ensure_committed(location)
             check_checksums(location)
-            args = self._coerce(args, self._raw_restore_args, what="restore")
             restored = self._handler.restore(location, args)
         log_restore(_label(location, step), restored_payload(restored),
                     seconds=time.perf_counter() - started_s, source=shardings_source(args))

@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import weakref
+from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
@@ -76,6 +77,36 @@ def finish_pending_saves(reason: str) -> None:
             continue
         if pending is not None:
             logger.info("%s: the save of %s committed.", reason, pending)
+
+
+def wait_or_abandon(owner: Guarded, wait: Callable[[], None]) -> None:
+    """Runs `wait` (a `close()` waiting for the save in flight); a Ctrl-C during it that
+    follows an earlier one abandons `owner`'s save.
+
+    This is the second Ctrl-C that lands in `close()` called by a `with` block the first
+    one is leaving: Python raises it as a KeyboardInterrupt whose context is the first,
+    before the interpreter exits, so `_at_exit`'s handler never sees it.
+    """
+    # Read first: on Python 3.11 an interrupted Thread.join() marks the still-running
+    # thread as stopped (bpo-45274), so the owner would report nothing in flight after.
+    pending = owner.pending_save()
+    try:
+        wait()
+    except KeyboardInterrupt as interrupt:
+        if _follows_an_interrupt(interrupt):
+            logger.warning("Second Ctrl-C: abandoning the save of %s; it stays uncommitted "
+                           "and earlier checkpoints are intact.", pending or "a checkpoint")
+            owner.abandon_pending_save()
+        raise
+
+
+def _follows_an_interrupt(interrupt: BaseException) -> bool:
+    earlier = interrupt.__context__
+    while earlier is not None:
+        if isinstance(earlier, KeyboardInterrupt):
+            return True
+        earlier = earlier.__context__
+    return False
 
 
 def _abandon_pending_saves() -> None:

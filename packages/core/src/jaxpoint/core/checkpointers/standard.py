@@ -6,31 +6,24 @@ from typing import Any
 
 from jaxpoint.core.checkpointers.async_checkpointer import AsyncCheckpointer
 from jaxpoint.core.checkpointers.checkpointer import Checkpointer
-from jaxpoint.core.handlers import (
-    PyTreeCheckpointHandler,
-    PyTreeRestore,
-    PyTreeSave,
-    StandardCheckpointHandler,
-    StandardRestore,
-    StandardSave,
-)
+from jaxpoint.core.handlers import PyTreeCheckpointHandler, StandardCheckpointHandler
 
 
 class StandardCheckpointer(AsyncCheckpointer):
-    """Async checkpointer of StandardSave/StandardRestore; `save(path, tree)` also works."""
+    """Async checkpointer of StandardSave/StandardRestore.
 
-    _raw_save_args = StandardSave
-    _raw_restore_args = StandardRestore
+    `save(path, tree, save_args=...)` and `restore(path, target, strict=...)` are its
+    documented Orbax signature, so they work without a deprecation warning.
+    """
+
+    _positional_form_is_current = True
 
     def __init__(self, **options: Any) -> None:
         super().__init__(StandardCheckpointHandler(), **options)
 
 
 class PyTreeCheckpointer(Checkpointer):
-    """Sync checkpointer of PyTreeSave/PyTreeRestore; `save(path, tree)` also works."""
-
-    _raw_save_args = PyTreeSave
-    _raw_restore_args = PyTreeRestore
+    """Sync checkpointer of PyTreeSave/PyTreeRestore; `save(path, tree)` is Orbax's legacy form."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(PyTreeCheckpointHandler(), **options)

@@ -7,8 +7,7 @@ from typing import Any
 
 from jaxpoint.core.errors import CorruptCheckpointError
 from jaxpoint.core.storage import Location, read_json
-
-STEP_METADATA_FILE = "_CHECKPOINT_METADATA"
+from jaxpoint.core.storage.step_layout import STEP_METADATA_FILE
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

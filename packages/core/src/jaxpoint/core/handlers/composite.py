@@ -17,10 +17,9 @@ from jaxpoint.core.handlers.registry import (
     handler_for_typestr,
     register_with_handler,
 )
-from jaxpoint.core.storage import COMMIT_MARKER, Location, read_json, validate_name
+from jaxpoint.core.storage import Location, read_json, validate_name
 from jaxpoint.core.storage.commit import write_marker
-
-STEP_METADATA_FILE = "_CHECKPOINT_METADATA"
+from jaxpoint.core.storage.step_layout import STEP_METADATA_FILE, item_folders
 
 
 class Composite(CheckpointArgs, Mapping[str, Any]):
@@ -126,8 +125,7 @@ class CompositeCheckpointHandler:
 
     def restore(self, directory: Location, args: Any | None = None) -> Composite:
         recorded = self._recorded(directory)
-        present = [n for n in directory.list_names() if not n.startswith("_") and n != COMMIT_MARKER
-                   and not (directory / n).is_file()]
+        present = item_folders(directory)
         if args is None:
             names = [n for n in present if n in self._known_names or n in recorded]
             args = Composite(**{n: None for n in names})

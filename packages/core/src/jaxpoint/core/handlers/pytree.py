@@ -10,23 +10,36 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import jax
 from jaxpoint.core.errors import CorruptCheckpointError, InvalidArgumentError
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
+from jaxpoint.core.handlers.custom_leaves import finalize_custom, serialize_custom
+from jaxpoint.core.handlers.orbax_keywords import (
+    compression_for,
+    concurrency_limits,
+    refuse_unsupported,
+)
 from jaxpoint.core.handlers.pytree_metadata import (
     JAX_ARRAY,
     TreeRecord,
     read_tree_record,
     write_tree_record,
 )
-from jaxpoint.core.handlers.pytree_restore import SavedExtras, restore_tree
+from jaxpoint.core.handlers.pytree_restore import execute_plan
 from jaxpoint.core.handlers.pytree_save import StagedTree, stage_tree
 from jaxpoint.core.handlers.registry import register_with_handler
+from jaxpoint.core.handlers.restore_plan import SavedExtras, build_restore_plan
 from jaxpoint.core.handlers.sharding_metadata import read_shardings, write_shardings
 from jaxpoint.core.handlers.single_replica import (
     SingleReplicaArrayHandler,
     has_single_replica_args,
 )
+from jaxpoint.core.handlers.transformed_restore import (
+    check_transform_options,
+    restore_with_transforms,
+)
 from jaxpoint.core.handlers.tree_metadata_view import ArrayMetadata, ScalarMetadata, describe_tree
+from jaxpoint.core.handlers.type_registry import GLOBAL_TYPE_HANDLER_REGISTRY
 from jaxpoint.core.storage import (
     ArrayFormat,
     Location,
@@ -50,12 +63,37 @@ class PyTreeCheckpointHandler:
 
     typestr: ClassVar[str] = "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler"
 
-    def __init__(self, *, use_ocdbt: bool = True, use_zarr3: bool = True,
+    def __init__(self, aggregate_filename: str | None = None, *, use_ocdbt: bool = True,
+                 use_zarr3: bool = True, use_compression: bool | None = None,
                  compression: str | None = None, zstd_level: int = 1,
-                 single_replica_handler: SingleReplicaArrayHandler | None = None) -> None:
+                 save_concurrent_gb: float | None = None,
+                 restore_concurrent_gb: float | None = None,
+                 single_replica_handler: SingleReplicaArrayHandler | None = None,
+                 save_device_host_concurrent_gb: Any = None, memory_limit_options: Any = None,
+                 multiprocessing_options: Any = None, type_handler_registry: Any = None,
+                 handler_impl: Any = None, pytree_metadata_options: Any = None,
+                 array_metadata_validator: Any = None,
+                 enable_pinned_host_transfer: bool | None = None,
+                 is_prioritized_key_fn: Any = None) -> None:
+        name = type(self).__name__
+        refuse_unsupported(
+            name, aggregate_filename=aggregate_filename,
+            save_device_host_concurrent_gb=save_device_host_concurrent_gb,
+            memory_limit_options=memory_limit_options,
+            multiprocessing_options=multiprocessing_options,
+            type_handler_registry=type_handler_registry, handler_impl=handler_impl,
+            pytree_metadata_options=pytree_metadata_options,
+            array_metadata_validator=array_metadata_validator,
+            enable_pinned_host_transfer=enable_pinned_host_transfer,
+            is_prioritized_key_fn=is_prioritized_key_fn)
+        compression = compression_for(use_compression=use_compression, compression=compression,
+                                      handler=name)
         self._format = ArrayFormat(use_ocdbt=use_ocdbt, use_zarr3=use_zarr3,
                                    compression=compression, zstd_level=zstd_level)
+        self._limits = concurrency_limits(save_concurrent_gb=save_concurrent_gb,
+                                          restore_concurrent_gb=restore_concurrent_gb)
         self._single_replica = single_replica_handler
+        self._custom_handlers: list[Any] = []
 
     def stage(self, directory: Location, args: Any, *, context: SaveContext) -> WriteStep:
         fmt = self._format_for(args)
@@ -65,9 +103,13 @@ class PyTreeCheckpointHandler:
         record = TreeRecord(leaves=staged.records, use_ocdbt=fmt.use_ocdbt,
                             use_zarr3=fmt.use_zarr3,
                             custom_metadata=getattr(args, "custom_metadata", None))
+        # Custom TypeHandlers of this save, finalized after every process wrote.
+        self._custom_handlers = list({id(leaf.handler): leaf.handler for leaf in staged.custom}.values())
+
+        limit = self._limits.save_bytes
 
         def write() -> None:
-            self._write(directory, staged, record, fmt, context)
+            self._write(directory, staged, record, fmt, context, limit)
 
         return write
 
@@ -85,9 +127,12 @@ class PyTreeCheckpointHandler:
 
     @staticmethod
     def _write(item: Location, staged: StagedTree, record: TreeRecord, fmt: ArrayFormat,
-               context: SaveContext) -> None:
+               context: SaveContext, max_in_flight_bytes: int | None) -> None:
         item.make_folder()
-        write_arrays(item, staged.writes, fmt=fmt, process_index=context.process_index)
+        write_arrays(item, staged.writes, fmt=fmt, process_index=context.process_index,
+                     max_in_flight_bytes=max_in_flight_bytes)
+        serialize_custom(item, staged.custom, use_ocdbt=fmt.use_ocdbt, use_zarr3=fmt.use_zarr3,
+                         use_compression=fmt.compression is not None)
         (item / ARRAY_METADATAS).make_folder()
         (item / ARRAY_METADATAS / f"process_{context.process_index}").write_json(
             {"array_metadatas": staged.array_metadatas})
@@ -100,51 +145,90 @@ class PyTreeCheckpointHandler:
     def finalize(self, directory: Location, *, context: SaveContext) -> None:
         if self._format.use_ocdbt:
             merge_process_databases(directory)
+        finalize_custom(directory, self._custom_handlers)
 
     def restore(self, directory: Location, args: Any | None = None) -> Any:
         record = read_tree_record(directory)
         extras = _read_extras(directory, record)
         target = getattr(args, "item", None)
         restore_args = getattr(args, "restore_args", None)
-        if has_single_replica_args(restore_args):
-            single_replica = self._single_replica or SingleReplicaArrayHandler()
-            return single_replica.restore_tree(
+        strict = getattr(args, "strict", True)
+        partial = getattr(args, "partial_restore", False)
+        transforms = getattr(args, "transforms", None)
+        check_transform_options(args)
+        if transforms is not None:
+            if has_single_replica_args(restore_args):
+                raise InvalidArgumentError(
+                    "Expected either transforms or SingleReplicaArrayRestoreArgs in one "
+                    "PyTreeRestore, got both. To fix, restore with transforms onto a target "
+                    "with ordinary restore args, then reshard; or drop the transforms."
+                )
+            return restore_with_transforms(
                 directory, record, extras, target=target, restore_args=restore_args,
-                strict=getattr(args, "strict", True),
-                partial=getattr(args, "partial_restore", False))
-        return restore_tree(directory, record, extras, target=target, restore_args=restore_args,
-                            strict=getattr(args, "strict", True),
-                            partial=getattr(args, "partial_restore", False))
+                transforms=transforms, strict=strict,
+                default_to_original=args.transforms_default_to_original)
+        plan = build_restore_plan(record, extras, target=target, restore_args=restore_args,
+                                  strict=strict, partial=partial)
+        if has_single_replica_args(restore_args):
+            single_replica = self._single_replica or _registered_single_replica_handler()
+            return single_replica.restore_plan(directory, record, extras, plan)
+        return execute_plan(directory, record, plan, extras,
+                            read_ahead_bytes=self._limits.restore_bytes)
 
     def metadata(self, directory: Location) -> Any:
         record = read_tree_record(directory)
         return describe_tree(directory, record, read_shardings(directory))
 
 
+def _registered_single_replica_handler() -> SingleReplicaArrayHandler:
+    """The jax.Array handler registered with `register_type_handler`, as MaxText does, or a default."""
+    registered = GLOBAL_TYPE_HANDLER_REGISTRY.get(jax.Array)
+    return registered if isinstance(registered, SingleReplicaArrayHandler) else SingleReplicaArrayHandler()
+
+
 def _read_extras(item: Location, record: TreeRecord) -> SavedExtras:
     strings: dict[str, str] = {}
     if any(leaf.value_type == "string" for leaf in record.leaves):
         strings = read_json(item / STRINGS_FILE)
-    key_impls: dict[str, str] = {}
+    shardings = read_shardings(item) if any(leaf.value_type == JAX_ARRAY for leaf in record.leaves) else {}
+    return SavedExtras(strings=strings, shardings=shardings, key_impls=read_random_key_impls(item))
+
+
+def read_array_metadatas(item: Location) -> dict[Location, list[dict[str, Any]]]:
+    """The `array_metadata` objects of each `array_metadatas/process_<i>` file of `item`.
+
+    Raises CorruptCheckpointError for a file without the list or an entry that is not an
+    object; what each object holds is for the caller to check.
+    """
+    found: dict[Location, list[dict[str, Any]]] = {}
     for name in (item / ARRAY_METADATAS).list_names():
-        entries = read_json(item / ARRAY_METADATAS / name).get("array_metadatas", [])
+        location = item / ARRAY_METADATAS / name
+        entries = read_json(location).get("array_metadatas")
         if not isinstance(entries, list):
             raise CorruptCheckpointError(
-                f"Expected a list under 'array_metadatas' in {item / ARRAY_METADATAS / name}, "
-                f"got {type(entries).__name__}. The file is corrupt."
-            )
+                f"Expected a list under 'array_metadatas' in {location}, got "
+                f"{type(entries).__name__}. The file is corrupt; restore an earlier checkpoint.")
+        metas = []
         for entry in entries:
             meta = entry.get("array_metadata") if isinstance(entry, dict) else None
             if not isinstance(meta, dict):
                 raise CorruptCheckpointError(
-                    f"Expected objects with an 'array_metadata' object in "
-                    f"{item / ARRAY_METADATAS / name}, got {entry!r:.200}. The file is corrupt."
-                )
+                    f"Expected objects with an 'array_metadata' object in {location}, got "
+                    f"{entry!r:.200}. The file is corrupt; restore an earlier checkpoint.")
+            metas.append(meta)
+        found[location] = metas
+    return found
+
+
+def read_random_key_impls(item: Location) -> dict[str, str]:
+    """The PRNG implementation of each typed-key leaf, from `array_metadatas/process_<i>`."""
+    key_impls: dict[str, str] = {}
+    for metas in read_array_metadatas(item).values():
+        for meta in metas:
             ext = meta.get("ext_metadata") or {}
             if isinstance(ext, dict) and isinstance(ext.get("random_key_impl"), str):
                 key_impls[str(meta.get("param_name"))] = ext["random_key_impl"]
-    shardings = read_shardings(item) if any(leaf.value_type == JAX_ARRAY for leaf in record.leaves) else {}
-    return SavedExtras(strings=strings, shardings=shardings, key_impls=key_impls)
+    return key_impls
 
 
 @register_with_handler(PyTreeCheckpointHandler, for_save=True)
@@ -167,7 +251,14 @@ class PyTreeSave(CheckpointArgs):
 @register_with_handler(PyTreeCheckpointHandler, for_restore=True)
 @dataclasses.dataclass
 class PyTreeRestore(CheckpointArgs):
-    """Restore as the structure of `item` (or `restore_args`); `partial_restore` allows a subset."""
+    """Restore as the structure of `item` (or `restore_args`); `partial_restore` allows a subset.
+
+    A leaf of `item` that is `PLACEHOLDER` is skipped and stays PLACEHOLDER. `transforms`
+    (Orbax's: `{new_key_regex: Transform(...)}`, see `jaxpoint.core.transform_utils`) build
+    `item`'s structure from differently named saved keys; `transforms_default_to_original`
+    says whether keys no transform names come from the checkpoint (True) or from `item`.
+    `legacy_transform_fn` is not supported: a non-None value raises.
+    """
 
     item: Any = None
     restore_args: Any = None

@@ -19,8 +19,13 @@ JAX_ARRAY = "jax.Array"
 NP_ARRAY = "np.ndarray"
 SCALAR = "scalar"
 STRING = "string"
+PLACEHOLDER_TYPE = "placeholder"  # a saved PLACEHOLDER leaf (Orbax writes them): no data
 EMPTY_TYPES = {"None": None, "Dict": dict, "List": list, "Tuple": tuple}
 ARRAY_TYPES = (JAX_ARRAY, NP_ARRAY, SCALAR)
+# Value types Orbax's own handlers record (jaxpoint reads the ones it supports itself);
+# any other one names a custom TypeHandler's typestr.
+KNOWN_VALUE_TYPES = frozenset((*ARRAY_TYPES, STRING, *EMPTY_TYPES, "NamedTuple", "Unknown",
+                               "placeholder"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -90,7 +95,7 @@ def _leaf_from_json(item: Location, key: str, entry: Any) -> LeafRecord:
         types.append(key_type)
     path = TreePath(tuple(keys), tuple(types))
     try:
-        validate_path(path)
+        validate_path(path, for_reading=True)
     except InvalidNameError as error:
         raise _corrupt(item, f"entry {key!r}: {error}") from error
     value = entry.get("value_metadata")

@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 from jaxpoint.core.errors import UnsupportedLeafError
+from jaxpoint.core.handlers.custom_leaves import CustomLeaf, custom_handler_for_leaf
 from jaxpoint.core.handlers.host_copies import HostShard, is_pinned, start_host_copies
 from jaxpoint.core.handlers.leaf_args import SaveArgs, as_dtype
 from jaxpoint.core.handlers.pytree_metadata import (
@@ -37,6 +38,7 @@ class StagedTree:
     strings: dict[str, str] = dataclasses.field(default_factory=dict)
     shardings: dict[str, jax.sharding.Sharding] = dataclasses.field(default_factory=dict)
     array_metadatas: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    custom: list[CustomLeaf] = dataclasses.field(default_factory=list)  # registered TypeHandlers
 
     @property
     def nbytes(self) -> int:
@@ -72,7 +74,9 @@ def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool,
     per_leaf_args: list[Any] = [None] * len(entries)
     if save_args is not None:
         per_leaf_args = treedef.flatten_up_to(save_args)
-    arrays = [(i, leaf) for i, (_, leaf) in enumerate(entries) if isinstance(leaf, jax.Array)]
+    handlers = [custom_handler_for_leaf(leaf) for _, leaf in entries]
+    arrays = [(i, leaf) for i, (_, leaf) in enumerate(entries)
+              if isinstance(leaf, jax.Array) and handlers[i] is None]
     # Every device-to-host copy starts before the first one is waited on, so the copies of
     # all leaves overlap: staging a device state costs one transfer time, not a sum of them.
     # A leaf saved as another dtype is cast on the host, from pageable memory.
@@ -82,7 +86,12 @@ def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool,
     for (i, _), shards in zip(arrays, copies, strict=True):
         host_shards[i] = shards
     staged = StagedTree()
-    for (path, leaf), args, shards in zip(entries, per_leaf_args, host_shards, strict=True):
+    for (path, leaf), args, shards, handler in zip(entries, per_leaf_args, host_shards, handlers,
+                                                    strict=True):
+        if handler is not None:  # a registered custom TypeHandler writes this leaf
+            staged.records.append(LeafRecord(path=path, value_type=handler.typestr()))
+            staged.custom.append(CustomLeaf(path=path, value=leaf, args=args, handler=handler))
+            continue
         _stage_leaf(staged, path, leaf, args, shards, is_primary=is_primary, copy=copy)
     return staged
 
@@ -134,6 +143,7 @@ def _stage_leaf(staged: StagedTree, path: TreePath, leaf: Any, args: SaveArgs | 
     raise UnsupportedLeafError(
         f"Expected a jax.Array, np.ndarray, scalar, str, None or empty container at tree path "
         f"{path}, got {type(leaf).__module__}.{type(leaf).__qualname__}. To fix, convert it "
-        "(e.g. np.asarray), register its type as a pytree node, or save it in a separate item "
+        "(e.g. np.asarray), register its type as a pytree node, register a TypeHandler for it "
+        "(ocp.type_handlers.register_type_handler), or save it in a separate item "
         "(args.JsonSave for plain data)."
     )

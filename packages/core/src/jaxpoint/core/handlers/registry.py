@@ -60,6 +60,21 @@ def handler_for_args(args: Any) -> type:
     )
 
 
+def args_classes_for(handler: Any) -> tuple[type | None, type | None]:
+    """The (save, restore) args classes registered for a handler (instance or class).
+
+    The nearest class in the handler's MRO wins, so a subclass of a handler uses its
+    base's args unless it registered its own; the first class registered wins a tie.
+    """
+    handler_cls = handler if isinstance(handler, type) else type(handler)
+    for cls in handler_cls.__mro__:
+        save = next((a for a, h in _SAVE_ARGS.items() if h is cls), None)
+        restore = next((a for a, h in _RESTORE_ARGS.items() if h is cls), None)
+        if save is not None or restore is not None:
+            return save, restore
+    return None, None
+
+
 def is_save_args(args: Any) -> bool:
     """True for args registered only for saving (e.g. StandardSave)."""
     cls = type(args)
@@ -80,3 +95,41 @@ def handler_supports(handler: Any, args: Any) -> bool:
 def handler_for_typestr(typestr: str) -> type | None:
     """The handler class for a recorded type name, or None when it is unknown."""
     return _BY_TYPESTR.get(typestr)
+
+
+def get_registered_handler_cls(args: Any) -> type:
+    """The handler class an args class (or instance) was registered with (save or restore)."""
+    args_cls = args if isinstance(args, type) else type(args)
+    handler = _SAVE_ARGS.get(args_cls) or _RESTORE_ARGS.get(args_cls)
+    if handler is None:
+        raise UnregisteredArgsError(
+            f"Expected an args class registered with a handler, got {args_cls.__name__}. To "
+            "fix, decorate it with @register_with_handler(YourHandler, for_save=True) "
+            "and/or for_restore=True."
+        )
+    return handler
+
+
+def get_registered_args_cls(handler: Any) -> tuple[type, type]:
+    """The (save, restore) args classes registered for a handler class (or instance)."""
+    handler_cls = handler if isinstance(handler, type) else type(handler)
+    save = next((a for a, h in _SAVE_ARGS.items() if h is handler_cls), None)
+    restore = next((a for a, h in _RESTORE_ARGS.items() if h is handler_cls), None)
+    if save is None or restore is None:
+        missing = " and ".join(kind for kind, found in (("save", save), ("restore", restore))
+                               if found is None)
+        raise UnregisteredArgsError(
+            f"Expected {handler_cls.__name__} to have registered save and restore args, found "
+            f"no {missing} args. To fix, decorate its args classes with "
+            f"@register_with_handler({handler_cls.__name__}, for_save=True / for_restore=True)."
+        )
+    return save, restore
+
+
+def has_registered_args(handler: Any) -> bool:
+    """True when both save and restore args are registered for the handler."""
+    try:
+        get_registered_args_cls(handler)
+    except UnregisteredArgsError:
+        return False
+    return True

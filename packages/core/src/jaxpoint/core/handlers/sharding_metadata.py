@@ -7,13 +7,15 @@ whose devices are not all present falls back to a single local device.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
 import numpy as np
-from jaxpoint.core.errors import CheckpointError
+from jaxpoint.core.errors import CheckpointError, InvalidArgumentError
 from jaxpoint.core.storage import Location, read_json
 
 SHARDING_FILE = "_sharding"
@@ -21,6 +23,14 @@ SHARDING_FILE = "_sharding"
 
 def _encode_name(param_name: str) -> str:
     return base64.urlsafe_b64encode(param_name.encode()).decode()
+
+
+def decode_name(key: str) -> str:
+    """The parameter name of a `_sharding` key; ValueError when it is not one."""
+    try:
+        return base64.urlsafe_b64decode(key.encode("ascii")).decode("utf-8")
+    except (TypeError, AttributeError, UnicodeError) as error:
+        raise ValueError(f"{key!r:.80} is not a base64 parameter name") from error
 
 
 def describe_sharding(sharding: jax.sharding.Sharding) -> dict[str, Any] | None:
@@ -90,8 +100,8 @@ def read_shardings(item: Location) -> SavedShardings:
     if isinstance(raw, dict):
         for key, value in raw.items():
             try:
-                decoded[base64.urlsafe_b64decode(key.encode()).decode()] = value
-            except (ValueError, TypeError, AttributeError):
+                decoded[decode_name(key)] = value
+            except ValueError:
                 continue
     return SavedShardings(decoded)
 
@@ -122,3 +132,79 @@ def sharding_from_description(info: dict[str, Any] | None) -> jax.sharding.Shard
     except (KeyError, TypeError, ValueError):
         return None
     return None
+
+
+class ShardingMetadata:
+    """A saved sharding as data, readable on any host; `to_jax_sharding()` rebuilds it."""
+
+    def to_jax_sharding(self) -> jax.sharding.Sharding:
+        raise NotImplementedError
+
+    @staticmethod
+    def from_description(info: Mapping[str, Any] | None) -> ShardingMetadata | None:
+        """The metadata of a `_sharding` entry; None for an absent or unknown one."""
+        if not info:
+            return None
+        try:
+            if info.get("sharding_type") == "NamedSharding":
+                spec = tuple(tuple(p) if isinstance(p, list) else p
+                             for p in info.get("partition_spec", []))
+                mesh = info.get("device_mesh", {}).get("mesh")
+                ids = None if mesh is None else tuple(
+                    int(i) for i in np.vectorize(lambda e: e["id"], otypes=[int])(
+                        np.array(mesh, dtype=object)).flat)
+                return NamedShardingMetadata(shape=tuple(int(d) for d in info["shape"]),
+                                             axis_names=tuple(info["axis_names"]),
+                                             partition_spec=spec, device_ids=ids)
+            if info.get("sharding_type") == "SingleDeviceSharding":
+                return SingleDeviceShardingMetadata(device_str=str(info.get("device_str", "")),
+                                                    device_id=info.get("device_id"))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        return None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NamedShardingMetadata(ShardingMetadata):
+    """A saved NamedSharding: mesh shape and axis names, partition spec, device ids."""
+
+    shape: tuple[int, ...]
+    axis_names: tuple[str, ...]
+    partition_spec: tuple[Any, ...]
+    device_ids: tuple[int, ...] | None = None
+
+    def to_jax_sharding(self) -> jax.sharding.NamedSharding:
+        """On the saved devices when all are present, else on the first devices of this job."""
+        devices = {d.id: d for d in jax.devices()}
+        count = math.prod(self.shape)
+        if self.device_ids is not None and all(i in devices for i in self.device_ids):
+            chosen = [devices[i] for i in self.device_ids]
+        elif len(devices) >= count:
+            chosen = jax.devices()[:count]
+        else:
+            raise InvalidArgumentError(
+                f"Expected at least {count} devices to rebuild the saved mesh {self.shape} "
+                f"{self.axis_names}, found {len(devices)}. To fix, restore onto a target "
+                "with a sharding for this job's devices instead of the saved one."
+            )
+        mesh = jax.sharding.Mesh(np.array(chosen, dtype=object).reshape(self.shape), self.axis_names)
+        return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*self.partition_spec))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SingleDeviceShardingMetadata(ShardingMetadata):
+    """A saved SingleDeviceSharding: the device it was on."""
+
+    device_str: str
+    device_id: int | None = None
+
+    def to_jax_sharding(self) -> jax.sharding.SingleDeviceSharding:
+        """On the saved device when present (by id, else by name)."""
+        for device in jax.devices():
+            if device.id == self.device_id or (self.device_id is None and str(device) == self.device_str):
+                return jax.sharding.SingleDeviceSharding(device)
+        raise InvalidArgumentError(
+            f"Expected device {self.device_str!r} (id {self.device_id}) of the saved sharding "
+            f"among this job's devices, found {[str(d) for d in jax.devices()][:8]}. To fix, "
+            "restore onto a target with a sharding for this job's devices."
+        )

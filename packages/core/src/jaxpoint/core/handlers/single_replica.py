@@ -48,13 +48,9 @@ from jaxpoint.core import multihost
 from jaxpoint.core.errors import CheckpointError, InvalidArgumentError
 from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs
 from jaxpoint.core.handlers.pytree_metadata import TreeRecord
-from jaxpoint.core.handlers.pytree_restore import (
-    LeafPlan,
-    SavedExtras,
-    execute_plans,
-    match_target,
-    plan_leaf,
-)
+from jaxpoint.core.handlers.pytree_restore import execute_plans
+from jaxpoint.core.handlers.restore_plan import LeafPlan, RestorePlan, SavedExtras
+from jaxpoint.core.handlers.type_handler import ArrayHandler
 from jaxpoint.core.storage import Location
 
 logger = logging.getLogger(__name__)
@@ -133,7 +129,7 @@ def broadcast_batches(bytes_per_leaf: Sequence[int], limit_bytes: int) -> list[r
     return batches
 
 
-class SingleReplicaArrayHandler:
+class SingleReplicaArrayHandler(ArrayHandler):
     """Restores the leaves with `SingleReplicaArrayRestoreArgs` of a tree item.
 
     `replica_axis_index`: the mesh axis along which the state is replicated.
@@ -165,28 +161,21 @@ class SingleReplicaArrayHandler:
         self.broadcast_memory_limit_bytes = limit or DEFAULT_BROADCAST_MEMORY_LIMIT_BYTES
         self.timeout_s = float(timeout_s)
 
-    def restore_tree(self, item: Location, record: TreeRecord, extras: SavedExtras, *,
-                     target: Any, restore_args: Any, strict: bool, partial: bool) -> Any:
+    def restore_plan(self, item: Location, record: TreeRecord, extras: SavedExtras,
+                     plan: RestorePlan) -> Any:
         """Collective: every process of the mesh calls this, in the same order.
 
-        Restores the item as the structure of `target` (or `restore_args`); leaves without
-        `SingleReplicaArrayRestoreArgs` are restored as usual, each process reading its own.
+        Runs the normal restore plan (see `restore_plan.build_restore_plan`), except that
+        its leaves with `SingleReplicaArrayRestoreArgs` are read by the primary replica only
+        and broadcast; the others are restored as usual, each process reading its own.
         """
-        entries, treedef = match_target(record, target if target is not None else restore_args,
-                                        partial=partial)
-        if target is not None:
-            targets = [leaf for _, leaf in entries]
-            leaf_args = treedef.flatten_up_to(restore_args)
-        else:
-            targets, leaf_args = [None] * len(entries), [leaf for _, leaf in entries]
-        saved = {leaf.path.param_name: leaf for leaf in record.leaves}
-        plans = [plan_leaf(saved[path.param_name], t, a, extras, strict=strict)
-                 for (path, _), t, a in zip(entries, targets, leaf_args, strict=True)]
-        single = [i for i, a in enumerate(leaf_args) if isinstance(a, SingleReplicaArrayRestoreArgs)]
-        layout = self._layout([plans[i] for i in single], [leaf_args[i] for i in single])
-        values = self._restore_plans(item, record, extras, plans, single, layout,
-                                     [leaf_args[i] for i in single])
-        return jax.tree_util.tree_unflatten(treedef, values)
+        plans = list(plan.leaves)
+        single = [i for i, a in enumerate(plan.leaf_args)
+                  if isinstance(a, SingleReplicaArrayRestoreArgs)]
+        single_args = [plan.leaf_args[i] for i in single]
+        layout = self._layout([plans[i] for i in single], single_args)
+        values = self._restore_plans(item, record, extras, plans, single, layout, single_args)
+        return plan.rebuild(values)
 
     def _restore_plans(self, item: Location, record: TreeRecord, extras: SavedExtras,
                        plans: list[LeafPlan], single: list[int], layout: ReplicaLayout,

@@ -17,8 +17,19 @@ class StandardCheckpointHandler:
 
     typestr: ClassVar[str] = "orbax.checkpoint._src.handlers.standard_checkpoint_handler.StandardCheckpointHandler"
 
-    def __init__(self, *, compression: str | None = None, use_zarr3: bool = True) -> None:
-        self._pytree = PyTreeCheckpointHandler(compression=compression, use_zarr3=use_zarr3)
+    def __init__(self, *, compression: str | None = None, use_zarr3: bool = True,
+                 use_ocdbt: bool = True, use_compression: bool | None = None,
+                 save_concurrent_gb: float | None = None,
+                 restore_concurrent_gb: float | None = None,
+                 multiprocessing_options: Any = None,
+                 pytree_metadata_options: Any = None) -> None:
+        # Orbax's keywords are checked (honoured or refused) by the pytree handler.
+        self._pytree = PyTreeCheckpointHandler(
+            compression=compression, use_zarr3=use_zarr3, use_ocdbt=use_ocdbt,
+            use_compression=use_compression, save_concurrent_gb=save_concurrent_gb,
+            restore_concurrent_gb=restore_concurrent_gb,
+            multiprocessing_options=multiprocessing_options,
+            pytree_metadata_options=pytree_metadata_options)
 
     def stage(self, directory: Location, args: Any, *, context: SaveContext) -> WriteStep:
         return self._pytree.stage(directory, PyTreeSave(

@@ -23,7 +23,8 @@ from jaxpoint.core.handlers import (
     JsonSave,
 )
 from jaxpoint.core.manager.step_catalog import METRICS_ITEM
-from jaxpoint.core.storage import COMMIT_MARKER, Location, validate_name
+from jaxpoint.core.storage import Location, validate_name
+from jaxpoint.core.storage.step_layout import item_folders
 
 DEFAULT_ITEM = "default"
 
@@ -143,7 +144,7 @@ class ItemLayout:
     def restore_args(self, args: Any, folder: Location, *, step: int) -> Composite | None:
         """The Composite to restore from `folder`; None restores every known item."""
         where = f"restore(step={step})"
-        present = saved_items(folder)
+        present = item_folders(folder)
         if self._is_default is None:
             self._decide(DEFAULT_ITEM in present, where=where)
         if args is None:
@@ -175,8 +176,3 @@ class ItemLayout:
             )
         return restored[DEFAULT_ITEM]
 
-
-def saved_items(folder: Location) -> list[str]:
-    """The item folders of a step (its sub-folders, metadata files excluded)."""
-    return [name for name in folder.list_names()
-            if not name.startswith("_") and name != COMMIT_MARKER and not (folder / name).is_file()]

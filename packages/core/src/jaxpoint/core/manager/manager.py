@@ -29,7 +29,7 @@ from jaxpoint.core.errors import (
 )
 from jaxpoint.core.handlers import Composite
 from jaxpoint.core.inspection import DamagedStep, list_steps
-from jaxpoint.core.manager import leases, root_metadata
+from jaxpoint.core.manager import leases, legacy_forms, root_metadata
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step, utc_now
 from jaxpoint.core.manager.deletion import StepDeleter
 from jaxpoint.core.manager.items import DEFAULT_ITEM, ItemLayout, plain_metrics
@@ -38,7 +38,7 @@ from jaxpoint.core.manager.options import (
     preservation_policy_for,
     save_decision_policy_for,
 )
-from jaxpoint.core.manager.preemption_watch import PreemptionWatch
+from jaxpoint.core.manager.preemption_watch import PreemptionWatch, preemption_source_for
 from jaxpoint.core.manager.preservation import PreservationContext, ranked_by_metric
 from jaxpoint.core.manager.save_decision import DecisionContext
 from jaxpoint.core.manager.step_catalog import StepCatalog, read_step_metrics
@@ -66,19 +66,14 @@ class CheckpointManager:
     """
 
     def __init__(self, directory: str | os.PathLike[str] | Location,
-                 options: CheckpointManagerOptions | None = None, *,
+                 checkpointers: Any = None, options: CheckpointManagerOptions | None = None, *,
                  metadata: Mapping[str, Any] | None = None,
                  item_names: Sequence[str] | None = None, item_handlers: Any = None,
                  preemption_source: multihost.PreemptionSource | None = None) -> None:
-        if options is None:
-            options = CheckpointManagerOptions()
-        if not isinstance(options, CheckpointManagerOptions):
-            raise InvalidArgumentError(
-                f"Expected options to be CheckpointManagerOptions, got "
-                f"{type(options).__name__}. Orbax's legacy `checkpointers=` argument is not "
-                "supported; to fix, pass item_handlers=... and options=CheckpointManagerOptions("
-                "...) by keyword."
-            )
+        # `checkpointers`: Orbax's legacy argument, or jaxpoint's options given positionally.
+        built = legacy_forms.resolve_construction(checkpointers, options, item_names=item_names,
+                                                  item_handlers=item_handlers)
+        options, item_handlers = built.options, built.item_handlers
         self._options = options
         self._root = Location.parse(directory)
         self._name_format = options.name_format()
@@ -87,6 +82,7 @@ class CheckpointManager:
         self._layout = ItemLayout(item_names=item_names, item_handlers=item_handlers)
         self._save_policy = save_decision_policy_for(options)
         self._keep_policy = preservation_policy_for(options)
+        source = preemption_source_for(preemption_source, handle_sigterm=options.handle_sigterm)
         self._writer_lock = WriterLock(self._root)
         self._prepare_directory(metadata)
         self._checkpointer = self._make_checkpointer()
@@ -99,9 +95,9 @@ class CheckpointManager:
         self._in_flight_step: int | None = None
         self._failure = BackgroundFailure()
         self._is_closed = False
+        self._has_warned_about_metrics = False
         self._preemption = PreemptionWatch(
-            preemption_source or multihost.default_preemption_source(),
-            is_enabled=options.handle_sigterm and not options.read_only,
+            source, is_enabled=options.handle_sigterm and not options.read_only,
             wait_for_commit=self.wait_until_finished)
         exit_guard.guard(self)
 
@@ -254,7 +250,7 @@ class CheckpointManager:
         a read-only manager; otherwise the save-decision policy decides.
         """
         step = as_step(step)
-        self._preemption.stop_if_ignored()
+        self._preemption.stop_if_ignored(step)
         return self._decide(step)[0]
 
     def _decide(self, step: int) -> tuple[bool, bool]:
@@ -273,24 +269,31 @@ class CheckpointManager:
                                                     context=context))
         return should, for_preemption and should
 
-    def save(self, step: int, args: Any = None, *, metrics: Mapping[str, Any] | None = None,
-             force: bool = False, custom_metadata: Mapping[str, Any] | None = None) -> bool:
+    def save(self, step: int, items: Any = None, save_kwargs: Any = None, *, args: Any = None,
+             metrics: Mapping[str, Any] | None = None, force: bool = False,
+             custom_metadata: Mapping[str, Any] | None = None) -> bool:
         """Collective: every process calls this, in the same order.
 
         Saves `args` as step `step` when the save-decision policy (or `force=True`) says
         so; returns whether it saved. Asynchronous by default: returns once the state is
         staged. Raises StepAlreadyExistsError for a step that exists (delete it first).
+        `items` / `save_kwargs` are Orbax's legacy form (see `legacy_forms`). With
+        `best_fn`, a step saved without metrics is not ranked and is kept or deleted by
+        `keep_checkpoints_without_metrics`, as in Orbax.
         """
         self._refuse_if_read_only(f"save step {step!r}")
         step = as_step(step)
-        self._preemption.stop_if_ignored()
+        self._preemption.stop_if_ignored(step)
         self.check_for_errors()
+        args = legacy_forms.save_args(self._layout, items, save_kwargs, args, step=step)
         metrics = plain_metrics(metrics, step=step)
-        if self._options.best_fn is not None and metrics is None:
-            raise InvalidArgumentError(
-                f"Expected metrics for step {step}: best_fn is set and ranks checkpoints by "
-                "them. To fix, pass save(step, args=..., metrics={...}), or drop best_fn."
-            )
+        if self._options.best_fn is not None and metrics is None and \
+                not self._has_warned_about_metrics:
+            self._has_warned_about_metrics = True
+            logger.warning("Step %d of %s is saved without metrics although best_fn is set: such "
+                           "steps are not ranked, and keep_checkpoints_without_metrics=%s decides "
+                           "whether they are kept (logged once per manager).", step, self._root,
+                           self._options.keep_checkpoints_without_metrics)
         composite = self._layout.save_args(args, metrics, step=step)
         custom = root_metadata.validated_custom_metadata(custom_metadata, what="custom_metadata")
         damaged = [entry for entry in self._catalog.damaged() if entry.step == step]
@@ -413,7 +416,7 @@ class CheckpointManager:
         exit_guard.unguard(self)
         self._preemption.close()
         try:
-            self.wait_until_finished()
+            exit_guard.wait_or_abandon(self, self.wait_until_finished)
         finally:
             try:
                 self._deleter.close()
@@ -429,11 +432,13 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ reading
 
-    def restore(self, step: int | None = None, args: Any = None) -> Any:
+    def restore(self, step: int | None = None, items: Any = None, restore_kwargs: Any = None,
+                *, args: Any = None) -> Any:
         """Collective: every process calls this, in the same order.
 
         Restores step `step` (the latest when None). Without args, every item comes back
-        as saved, its handler looked up from `_CHECKPOINT_METADATA`.
+        as saved, its handler looked up from `_CHECKPOINT_METADATA`. `items` /
+        `restore_kwargs` are Orbax's legacy form (see `legacy_forms`).
         """
         if step is None:
             step = self.latest_step()
@@ -444,6 +449,8 @@ class CheckpointManager:
                 )
         step = self._existing_step(step)
         folder = self._folder(step)
+        args = legacy_forms.restore_args(self._layout, items, restore_kwargs, args, step=step,
+                                         folder=folder)
         try:
             composite = self._layout.restore_args(args, folder, step=step)
             restored = self._checkpointer.restore(folder, args=composite, step=step)

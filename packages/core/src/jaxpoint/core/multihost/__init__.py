@@ -7,6 +7,9 @@ where there is nothing to coordinate.
 from jaxpoint.core.multihost.agreement import agree_on_success
 from jaxpoint.core.multihost.barrier import sync_global_processes
 from jaxpoint.core.multihost.broadcast import broadcast_one_to_all, broadcast_one_to_some
+from jaxpoint.core.multihost.host_local_arrays import (
+    fully_replicated_host_local_array_to_global_array,
+)
 from jaxpoint.core.multihost.preemption import (
     PreemptionSource,
     SigtermPreemption,
@@ -22,6 +25,7 @@ __all__ = [
     "agree_on_success",
     "broadcast_one_to_all",
     "broadcast_one_to_some",
+    "fully_replicated_host_local_array_to_global_array",
     "default_preemption_source",
     "install_preemption_handler",
     "is_primary_host",

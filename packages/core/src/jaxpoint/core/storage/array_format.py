@@ -15,6 +15,9 @@ import numpy as np
 from jaxpoint.core.storage.location import Location
 
 PROCESS_DB_PREFIX = "ocdbt.process_"
+OCDBT_MANIFEST = "manifest.ocdbt"
+ZARR3_HEADER = "zarr.json"
+ZARR2_HEADER = ".zarray"
 OCDBT_CONFIG = {
     "max_inline_value_bytes": 1024,
     "max_decoded_node_bytes": 100_000_000,

@@ -20,6 +20,8 @@ import tensorstore as ts
 from jaxpoint.core.errors import CheckpointError, CorruptCheckpointError, StorageError
 from jaxpoint.core.storage import small_arrays
 from jaxpoint.core.storage.array_format import (
+    ZARR2_HEADER,
+    ZARR3_HEADER,
     ArrayFormat,
     create_spec,
     item_database_spec,
@@ -113,7 +115,7 @@ def _write_small(item: Location, database: dict[str, Any], writes: Sequence[Arra
     for write in writes:
         name = write.param_name
         target = store.with_transaction(transaction)
-        pending.append(target.write(_key(name, "zarr.json"),
+        pending.append(target.write(_key(name, ZARR3_HEADER),
                                     small_arrays.zarr_json(write.shape, write.dtype)))
         if name in encoded:
             pending.append(target.write(_key(name, small_arrays.chunk_key(write.shape)),
@@ -127,8 +129,13 @@ def _write_small(item: Location, database: dict[str, Any], writes: Sequence[Arra
 
 
 def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayFormat,
-                 process_index: int) -> None:
-    """Writes every shard of `writes` into this process's database under `item`."""
+                 process_index: int, max_in_flight_bytes: int | None = None) -> None:
+    """Writes every shard of `writes` into this process's database under `item`.
+
+    `max_in_flight_bytes` bounds the shard bytes being written at once (None: compressed
+    writes are bounded by MAX_IN_FLIGHT_BYTES, uncompressed ones reference the caller's
+    buffers and are not bounded).
+    """
     if not writes:
         return
     database = (process_database_spec(item, process_index,
@@ -149,7 +156,7 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
     ]
     in_flight: collections.deque[tuple[str, int, Any]] = collections.deque()
     held = 0
-    limit = MAX_IN_FLIGHT_BYTES if fmt.compression is not None else math.inf
+    limit = max_in_flight_bytes or (MAX_IN_FLIGHT_BYTES if fmt.compression is not None else math.inf)
     for write, future in zip(writes, opening, strict=True):
         store = _result(future, "create", item, write.param_name, nbytes=nbytes)
         for index, data in write.shards:
@@ -212,7 +219,7 @@ def _read_headers(item: Location, names: Sequence[str], *, use_ocdbt: bool,
     if not names:
         return None, {}, set()
     spec = item_database_spec(item) if use_ocdbt else item.kvstore_spec()
-    header = "zarr.json" if use_zarr3 else ".zarray"
+    header = ZARR3_HEADER if use_zarr3 else ZARR2_HEADER
     try:
         store = ts.KvStore.open(spec, context=shared_context()).result()
     except Exception:  # reported with context by the regular path

@@ -28,7 +28,14 @@ class Backend(Protocol):
         """Immediate children of the folder `path`, sorted; [] if it does not exist."""
 
     def read_bytes(self, path: str) -> bytes:
-        """Contents of the file `path`; FileNotFoundError if absent."""
+        """Contents of the file `path`; FileNotFoundError if absent, StorageError if unreadable."""
+
+    def size(self, path: str) -> int | None:
+        """Bytes in the file `path` when known without reading it, else None.
+
+        Lets readers refuse a huge file before loading it. Where the size is known,
+        FileNotFoundError if absent; where it is not, absence shows on `read_bytes`.
+        """
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Writes the file `path` durably, replacing it whole or not at all."""

@@ -13,17 +13,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from jaxpoint.core.errors import CheckpointError, CorruptCheckpointError, InvalidNameError
-from jaxpoint.core.storage.array_format import PROCESS_DB_PREFIX
+from jaxpoint.core.errors import CorruptCheckpointError, InvalidNameError
+from jaxpoint.core.storage.array_format import OCDBT_MANIFEST, PROCESS_DB_PREFIX
 from jaxpoint.core.storage.commit import COMMIT_MARKER
 from jaxpoint.core.storage.json_file import read_json
 from jaxpoint.core.storage.location import Location, validate_name
-from jaxpoint.core.storage.posix_backend import storage_error
 
 CHECKSUM_FILE = "_CHECKSUMS"
 ALGORITHM = "sha256"
 # Inside OCDBT databases every byte is covered by OCDBT's or zarr3's own checksums.
-_OCDBT_MANIFEST = "manifest.ocdbt"
 _OCDBT_DATA_FOLDER = "d"
 
 
@@ -34,7 +32,7 @@ def _digest(data: bytes) -> str:
 def _covered(folder: Location, prefix: str = "") -> Iterator[tuple[str, Location]]:
     """(relative path, location) of every file that needs a digest, depth first."""
     for name in folder.list_names():
-        if name in (COMMIT_MARKER, CHECKSUM_FILE, _OCDBT_MANIFEST) or name.startswith(PROCESS_DB_PREFIX):
+        if name in (COMMIT_MARKER, CHECKSUM_FILE, OCDBT_MANIFEST) or name.startswith(PROCESS_DB_PREFIX):
             continue
         child = folder / name
         # Listing first: on object stores `is_file` costs a whole read.
@@ -73,10 +71,6 @@ def check_checksums(folder: Location) -> int | None:
             raise CorruptCheckpointError(
                 f"{location} lists {relative!r}, but {target} is missing. The checkpoint is "
                 "incomplete or damaged; restore an earlier checkpoint.") from error
-        except CheckpointError:
-            raise
-        except OSError as error:
-            raise storage_error(error, "read", str(target)) from error
         if _digest(data) != expected:
             raise CorruptCheckpointError(
                 f"File {target} does not match the {ALGORITHM} digest recorded at save in "

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any
 
 import numpy as np
-from jaxpoint.core.errors import CheckpointNotFoundError, CorruptCheckpointError, StorageError
+from jaxpoint.core.errors import CheckpointNotFoundError, CorruptCheckpointError
 from jaxpoint.core.storage.location import Location
-from jaxpoint.core.storage.posix_backend import storage_error
 
 # `_METADATA` of a 100k-leaf tree is about 20 MiB; larger means corruption or attack.
 MAX_METADATA_BYTES = 128 * 1024 * 1024
@@ -54,19 +52,15 @@ def _check_size(location: Location, size: int) -> None:
 def read_json(location: Location, *, expect: type = dict) -> Any:
     """Parses the JSON file at `location`, checking size, nesting and the top-level type."""
     try:
-        if location.is_local:
-            # Refuse a huge file before reading it into memory.
-            _check_size(location, os.stat(location.path).st_size)
+        size = location.size()
+        if size is not None:
+            _check_size(location, size)  # refuse a huge file before reading it into memory
         data = location.read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
         raise CheckpointNotFoundError(
             f"Expected a metadata file at {location}, found none. The checkpoint is "
             "incomplete or was written by another tool."
         ) from error
-    except StorageError:
-        raise
-    except OSError as error:
-        raise storage_error(error, "read", str(location)) from error
     return parse_json(data, where=f"Metadata file {location}", expect=expect)
 
 

@@ -79,6 +79,9 @@ class KvStoreBackend:
             raise FileNotFoundError(self._describe(path))
         return bytes(result.value)
 
+    def size(self, path: str) -> int | None:
+        return None  # a kvstore read fetches the whole object: no cheaper size to be had
+
     def write_bytes(self, path: str, data: bytes) -> None:
         self._run("write", path, self._kvstore().write(self._key(path).encode(), data))
 

@@ -171,6 +171,10 @@ class Location:
     def read_bytes(self) -> bytes:
         return self.backend.read_bytes(self.path)
 
+    def size(self) -> int | None:
+        """Bytes in this file when the storage knows it without reading it, else None."""
+        return self.backend.size(self.path)
+
     def write_bytes(self, data: bytes) -> None:
         self.backend.write_bytes(self.path, data)
 

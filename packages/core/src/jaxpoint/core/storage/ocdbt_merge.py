@@ -6,6 +6,7 @@ that stay under each `ocdbt.process_<i>/` folder, so a merge costs metadata, not
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import tensorstore as ts
@@ -17,6 +18,14 @@ from jaxpoint.core.storage.array_format import (
 )
 from jaxpoint.core.storage.context import write_context
 from jaxpoint.core.storage.location import Location
+
+# The merged database's manifest, directly under an item folder written with OCDBT.
+OCDBT_MANIFEST_FILE = "manifest.ocdbt"
+
+
+def is_ocdbt_checkpoint(path: str | os.PathLike[str] | Location) -> bool:
+    """True when the item folder at `path` holds a merged OCDBT database."""
+    return (Location.parse(path) / OCDBT_MANIFEST_FILE).exists()
 
 
 def written_process_indices(item: Location) -> list[int]:

@@ -114,8 +114,21 @@ class PosixBackend:
             return []
 
     def read_bytes(self, path: str) -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise
+        except OSError as error:
+            raise storage_error(error, "read", path) from error
+
+    def size(self, path: str) -> int | None:
+        try:
+            return os.stat(path).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            raise
+        except OSError as error:
+            raise storage_error(error, "look up", path) from error
 
     def write_bytes(self, path: str, data: bytes) -> None:
         partial = f"{path}.partial-{os.getpid()}"

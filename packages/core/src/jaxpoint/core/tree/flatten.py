@@ -20,14 +20,18 @@ def is_empty_node(value: Any) -> bool:
     return isinstance(value, dict | list | tuple) and len(value) == 0
 
 
-def flatten_with_paths(tree: Any) -> tuple[list[tuple[TreePath, Any]], Any]:
-    """Returns `[(path, leaf), ...]` in JAX's leaf order and the treedef to rebuild the tree."""
+def flatten_with_paths(tree: Any, *, for_reading: bool = False
+                       ) -> tuple[list[tuple[TreePath, Any]], Any]:
+    """Returns `[(path, leaf), ...]` in JAX's leaf order and the treedef to rebuild the tree.
+
+    `for_reading`: the tree is a restore target, whose keys may hold '/' as Orbax's do.
+    """
     pairs, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_empty_node)
     entries = []
     seen: dict[str, TreePath] = {}
     for key_path, leaf in pairs:
         path = path_from_jax(key_path)
-        validate_path(path)
+        validate_path(path, for_reading=for_reading)
         other = seen.setdefault(path.param_name, path)
         if other is not path:
             raise InvalidNameError(
