@@ -21,6 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy packages/*/src
 	$(PY) -m pytest
 
 bench: $(STAMP)

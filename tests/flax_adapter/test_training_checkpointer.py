@@ -12,14 +12,14 @@ import ml_collections
 import numpy as np
 import pytest
 from flax_adapter.models import batch_for, create_state, train_step
-from jaxpoint.core import multihost
+from jaxpoint.core.multihost.preemption import reset_preemption_handler
 from jaxpoint.flax_adapter import TrainingCheckpointer, attach
 
 
 @pytest.fixture
 def forget_sigterm():
     yield
-    multihost.reset_preemption_handler()
+    reset_preemption_handler()
 
 
 def _trainer(**extra):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from jaxpoint.core.multihost import reset_preemption_handler
+from jaxpoint.core.multihost.preemption import reset_preemption_handler
 from servers.s3 import S3Server
 from servers.store import ObjectStore
 

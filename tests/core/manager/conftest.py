@@ -1,7 +1,7 @@
 """Fixtures for the manager tests: a clean preemption state around every test."""
 
 import pytest
-from jaxpoint.core.multihost import reset_preemption_handler
+from jaxpoint.core.multihost.preemption import reset_preemption_handler
 
 
 @pytest.fixture(autouse=True)

@@ -14,11 +14,8 @@ from typing import Any
 
 import pytest
 from jaxpoint.core.errors import InvalidArgumentError
-from jaxpoint.core.multihost import (
-    install_preemption_handler,
-    reached_preemption,
-    reset_preemption_handler,
-)
+from jaxpoint.core.multihost import install_preemption_handler, reached_preemption
+from jaxpoint.core.multihost.preemption import reset_preemption_handler
 from jaxpoint.core.testing.multiprocess import run_processes
 
 _GIVE_UP_S = 30.0

@@ -9,7 +9,6 @@ from jaxpoint.core.storage import (
     ArrayRead,
     ArrayWrite,
     Location,
-    array_io,
     merge_process_databases,
     open_arrays,
     read_arrays,
@@ -35,9 +34,7 @@ def _arrays() -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("read_ahead", [1, None, 1 << 30])
-def test_consume_sees_every_request_once_in_order(tmp_path, read_ahead, monkeypatch):
-    # One request in flight at a time forces waits while later requests are being issued.
-    monkeypatch.setattr(array_io, "MIN_IN_FLIGHT", 1)
+def test_consume_sees_every_request_once_in_order(tmp_path, read_ahead):
     item = Location.parse(tmp_path / "item")
     arrays = _arrays()
     _write(item, arrays)
@@ -53,7 +50,9 @@ def test_consume_sees_every_request_once_in_order(tmp_path, read_ahead, monkeypa
         seen.append(index)
         return ("consumed", names[index], np.concatenate(buffers))
 
-    results = read_arrays(item, stores, reads, consume=consume, read_ahead_bytes=read_ahead)
+    # One request in flight at a time forces waits while later requests are being issued.
+    results = read_arrays(item, stores, reads, consume=consume, read_ahead_bytes=read_ahead,
+                          min_in_flight=1)
     assert seen == list(range(len(names)))
     for name, (tag, got_name, data) in zip(names, results, strict=True):
         assert (tag, got_name) == ("consumed", name)

@@ -99,3 +99,25 @@ class ProcessRunError(CheckpointError):
     def __init__(self, message: str, *, outcomes: tuple[object, ...] = ()) -> None:
         super().__init__(message)
         self.outcomes: tuple[object, ...] = tuple(outcomes)
+
+
+__all__ = [
+    "BackgroundSaveError",
+    "BarrierTimeoutError",
+    "CheckpointError",
+    "CheckpointExistsError",
+    "CheckpointNotFoundError",
+    "CorruptCheckpointError",
+    "InvalidArgumentError",
+    "InvalidNameError",
+    "ProcessFailureError",
+    "ProcessRunError",
+    "ReadOnlyError",
+    "StepAlreadyExistsError",
+    "StepNotFoundError",
+    "StorageError",
+    "TreeMismatchError",
+    "UncommittedCheckpointError",
+    "UnregisteredArgsError",
+    "UnsupportedLeafError",
+]

@@ -27,12 +27,8 @@ from jaxpoint.core.errors import (
     InvalidArgumentError,
     UnregisteredArgsError,
 )
-from jaxpoint.core.handlers import (
-    Composite,
-    handler_for_args,
-    handler_supports,
-    is_save_args,
-)
+from jaxpoint.core.handlers import Composite
+from jaxpoint.core.handlers.registry import handler_for_args, handler_supports, is_save_args
 from jaxpoint.core.storage import Location
 from jaxpoint.core.storage.checksums import check_checksums
 

@@ -43,3 +43,12 @@ class AsyncOptions:
     timeout_secs: float = 600.0
     post_finalization_callback: object | None = None
     create_directories_asynchronously: bool = False
+
+    def __post_init__(self) -> None:
+        if self.create_directories_asynchronously:
+            raise InvalidArgumentError(
+                "Expected AsyncOptions(create_directories_asynchronously=False), got True. "
+                "Creating step folders in the background is not supported here: save() "
+                "creates them before it returns, which costs one mkdir per item. To fix, "
+                "drop create_directories_asynchronously=True."
+            )

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+from jaxpoint.core.errors import InvalidArgumentError
 
 PINNED_HOST = "pinned_host"
 
@@ -29,20 +30,30 @@ def owned_shards(leaf: jax.Array) -> list[HostShard]:
     return [(shard.index, shard.data) for shard in leaf.addressable_shards if shard.replica_id == 0]
 
 
-def start_host_copies(leaves: Sequence[tuple[jax.Array, bool]]) -> list[list[HostShard]]:
+def start_host_copies(leaves: Sequence[tuple[jax.Array, bool]], *,
+                      pinned: bool | None = None) -> list[list[HostShard]]:
     """For each `(leaf, may_pin)`, its owned shards with their device-to-host copies started.
 
     `may_pin=False` keeps a leaf's shards in pageable memory (a host-side dtype cast
-    follows). Shards already on the CPU are returned as they are.
+    follows). `pinned=None` pins where the device has pinned host memory and returns
+    shards already on the CPU as they are; `pinned=False` never pins; `pinned=True` pins
+    every shard that may be pinned, CPU shards included (a copy), and raises where a
+    device has no pinned host memory.
     """
     per_leaf = [owned_shards(leaf) for leaf, _ in leaves]
     to_pin: list[tuple[int, int]] = []
     for i, ((_, may_pin), shards) in enumerate(zip(leaves, per_leaf, strict=True)):
         for j, (_, data) in enumerate(shards):
             device = _device_of(data)
-            if device.platform == "cpu":
+            if device.platform == "cpu" and not (pinned and may_pin):
                 continue
-            if may_pin and _has_pinned_host(device):
+            if pinned and may_pin and not _has_pinned_host(device):
+                raise InvalidArgumentError(
+                    f"Expected pinned host memory on {device} for "
+                    "enable_pinned_host_transfer=True, found none. To fix, leave "
+                    "enable_pinned_host_transfer=None (pin where available) or set it False."
+                )
+            if may_pin and pinned is not False and _has_pinned_host(device):
                 to_pin.append((i, j))
             else:
                 data.copy_to_host_async()

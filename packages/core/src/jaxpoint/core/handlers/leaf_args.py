@@ -31,7 +31,15 @@ class SaveArgs:
     dtype: Any = None
     chunk_byte_size: int | None = None
     write_chunk_shape: Sequence[int] | None = None
-    aggregate: bool = False  # accepted for orbax compatibility; arrays are never aggregated
+    aggregate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.aggregate:
+            raise InvalidArgumentError(
+                "Expected SaveArgs(aggregate=False), got aggregate=True. Aggregating leaves "
+                "into one msgpack file is not supported here (orbax deprecated it too): every "
+                "array is written to TensorStore. To fix, drop aggregate=True."
+            )
 
 
 @dataclasses.dataclass(kw_only=True)

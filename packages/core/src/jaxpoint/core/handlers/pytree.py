@@ -47,6 +47,7 @@ from jaxpoint.core.storage import (
     read_json,
     write_arrays,
 )
+from jaxpoint.core.validation import require_positive_int
 
 STRINGS_FILE = "_strings.json"
 ARRAY_METADATAS = "array_metadatas"
@@ -95,12 +96,13 @@ class PyTreeCheckpointHandler:
         self._custom_handlers: list[Any] = []
 
     def stage(self, directory: Location, args: Any, *, context: SaveContext) -> WriteStep:
+        fmt = self._format_for(args)
         staged = stage_tree(args.item, args.save_args, is_primary=context.is_primary,
-                            copy=context.is_async)
-        record = TreeRecord(leaves=staged.records, use_ocdbt=self._format.use_ocdbt,
-                            use_zarr3=self._format.use_zarr3,
+                            copy=context.is_async,
+                            pinned=getattr(args, "enable_pinned_host_transfer", None))
+        record = TreeRecord(leaves=staged.records, use_ocdbt=fmt.use_ocdbt,
+                            use_zarr3=fmt.use_zarr3,
                             custom_metadata=getattr(args, "custom_metadata", None))
-        fmt = self._format
         # Custom TypeHandlers of this save, finalized after every process wrote.
         self._custom_handlers = list({id(leaf.handler): leaf.handler for leaf in staged.custom}.values())
 
@@ -110,6 +112,18 @@ class PyTreeCheckpointHandler:
             self._write(directory, staged, record, fmt, context, limit)
 
         return write
+
+    def _format_for(self, args: Any) -> ArrayFormat:
+        size = getattr(args, "ocdbt_target_data_file_size", None)
+        if size is None:
+            return self._format
+        if not self._format.use_ocdbt:
+            raise InvalidArgumentError(
+                f"Expected use_ocdbt=True with ocdbt_target_data_file_size={size}, got a "
+                "handler with use_ocdbt=False, which writes no OCDBT data files. To fix, "
+                "drop ocdbt_target_data_file_size or use PyTreeCheckpointHandler(use_ocdbt=True)."
+            )
+        return dataclasses.replace(self._format, target_data_file_size=size)
 
     @staticmethod
     def _write(item: Location, staged: StagedTree, record: TreeRecord, fmt: ArrayFormat,
@@ -227,6 +241,11 @@ class PyTreeSave(CheckpointArgs):
     ocdbt_target_data_file_size: int | None = None
     enable_pinned_host_transfer: bool | None = None
     custom_metadata: Any = None
+
+    def __post_init__(self) -> None:
+        require_positive_int(self.ocdbt_target_data_file_size, allow_none=True,
+                             what="PyTreeSave.ocdbt_target_data_file_size (bytes)",
+                             fix="pass e.g. 64 * 1024**2, or None for the default")
 
 
 @register_with_handler(PyTreeCheckpointHandler, for_restore=True)

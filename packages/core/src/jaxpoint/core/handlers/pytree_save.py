@@ -66,8 +66,10 @@ def _chunk(write_shape: tuple[int, ...], dtype: np.dtype, args: SaveArgs | None)
     return chunk_shape_for(write_shape, dtype.itemsize, args.chunk_byte_size if args else None)
 
 
-def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool) -> StagedTree:
-    """Plans the save of `tree`; `copy` stages private host copies (async saves)."""
+def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool,
+               pinned: bool | None = None) -> StagedTree:
+    """Plans the save of `tree`; `copy` stages private host copies (async saves); `pinned`
+    chooses pinned host staging as in `start_host_copies`."""
     entries, treedef = flatten_with_paths(tree)
     per_leaf_args: list[Any] = [None] * len(entries)
     if save_args is not None:
@@ -79,7 +81,7 @@ def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool) -> St
     # all leaves overlap: staging a device state costs one transfer time, not a sum of them.
     # A leaf saved as another dtype is cast on the host, from pageable memory.
     copies = start_host_copies([(leaf, getattr(per_leaf_args[i], "dtype", None) is None)
-                                for i, leaf in arrays])
+                                for i, leaf in arrays], pinned=pinned)
     host_shards: list[list[HostShard]] = [[] for _ in entries]
     for (i, _), shards in zip(arrays, copies, strict=True):
         host_shards[i] = shards

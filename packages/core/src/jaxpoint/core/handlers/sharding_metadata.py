@@ -42,6 +42,7 @@ def describe_sharding(sharding: jax.sharding.Sharding) -> dict[str, Any] | None:
                 "axis_names": list(mesh.axis_names), "partition_spec": spec,
                 "device_mesh": {"mesh": ids}}
     if isinstance(sharding, jax.sharding.SingleDeviceSharding):
+        device: jax.Device
         (device,) = sharding.device_set
         return {"sharding_type": "SingleDeviceSharding", "device_str": str(device),
                 "device_id": int(device.id)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.handlers.base import CheckpointArgs, SaveContext, WriteStep
 from jaxpoint.core.handlers.pytree import PyTreeCheckpointHandler, PyTreeRestore, PyTreeSave
 from jaxpoint.core.handlers.registry import register_with_handler
@@ -75,3 +76,12 @@ class StandardRestore(CheckpointArgs):
     item: Any = None
     strict: bool = True
     support_layout: bool = False
+
+    def __post_init__(self) -> None:
+        if self.support_layout:
+            raise InvalidArgumentError(
+                "Expected StandardRestore(support_layout=False), got True. Restoring onto a "
+                "target's device memory layout is not supported here: arrays are restored "
+                "with the target's sharding and the default layout. To fix, drop "
+                "support_layout=True and relayout after restore if you need one."
+            )

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.storage import validate_name
+from jaxpoint.core.validation import require_positive_int
 
 
 @runtime_checkable
@@ -43,12 +44,8 @@ class StandardStepNameFormat:
                     "To fix, pass e.g. step_prefix='ckpt' (folders 'ckpt_<step>'), or None."
                 )
             validate_name(prefix, what="step_prefix")
-        if length is not None and (isinstance(length, bool) or not isinstance(length, int)
-                                   or length < 1):
-            raise InvalidArgumentError(
-                f"Expected step_format_fixed_length to be an int >= 1 or None, got {length!r}. "
-                "To fix, pass e.g. 6 (folders '000042'), or None for unpadded names."
-            )
+        require_positive_int(length, what="step_format_fixed_length", allow_none=True,
+                             fix="pass e.g. 6 (folders '000042'), or None for unpadded names")
 
     @functools.cached_property
     def _pattern(self) -> re.Pattern[str]:
@@ -112,3 +109,25 @@ def composite_name_format(write_name_format: StepNameFormat,
                           read_name_formats: Sequence[StepNameFormat]) -> CompositeStepNameFormat:
     """A format that writes one naming and reads several (see CompositeStepNameFormat)."""
     return CompositeStepNameFormat(write_format=write_name_format, read_formats=read_name_formats)
+
+
+def name_format_for(*, step_prefix: str | None, step_format_fixed_length: int | None,
+                    step_name_format: StepNameFormat | None, where: str = "") -> StepNameFormat:
+    """The format that names steps: `step_name_format`, or the standard one built from
+    `step_prefix` and `step_format_fixed_length`; giving both kinds is an error. `where`
+    prefixes the option names in errors (e.g. "CheckpointManagerOptions.")."""
+    if step_name_format is None:
+        return standard_name_format(step_prefix=step_prefix,
+                                    step_format_fixed_length=step_format_fixed_length)
+    if step_prefix is not None or step_format_fixed_length is not None:
+        raise InvalidArgumentError(
+            f"{where}step_name_format names steps by itself, so it cannot be combined with "
+            "step_prefix or step_format_fixed_length. To fix, drop them or pass "
+            "standard_name_format(step_prefix=..., step_format_fixed_length=...)."
+        )
+    if not isinstance(step_name_format, StepNameFormat):
+        raise InvalidArgumentError(
+            f"Expected {where}step_name_format to be an object with build_name() and "
+            f"parse_name(), got {step_name_format!r}. To fix, pass standard_name_format(...)."
+        )
+    return step_name_format

@@ -22,7 +22,7 @@ import dataclasses
 import os
 import re
 
-from jaxpoint.core.checkpointers import STEP_METADATA_FILE
+from jaxpoint.core.checkpointers.step_metadata import STEP_METADATA_FILE
 from jaxpoint.core.errors import CheckpointError
 from jaxpoint.core.inspection.step_names import StepNameFormat, standard_name_format
 from jaxpoint.core.storage import (

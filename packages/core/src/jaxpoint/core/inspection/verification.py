@@ -23,10 +23,11 @@ import os
 from jaxpoint.core.checkpointers.save_pipeline import ensure_committed
 from jaxpoint.core.checkpointers.step_metadata import read_step_metadata
 from jaxpoint.core.errors import CorruptCheckpointError
-from jaxpoint.core.handlers import JsonCheckpointHandler, handler_for_typestr
+from jaxpoint.core.handlers import JsonCheckpointHandler
 from jaxpoint.core.handlers.item_report import ItemReport
 from jaxpoint.core.handlers.pytree_check import verify_tree
 from jaxpoint.core.handlers.pytree_metadata import METADATA_FILE
+from jaxpoint.core.handlers.registry import handler_for_typestr
 from jaxpoint.core.storage import Location, read_json
 from jaxpoint.core.storage.checksums import CHECKSUM_FILE, check_checksums
 from jaxpoint.core.storage.step_layout import STEP_METADATA_FILE, is_item_name, item_folders

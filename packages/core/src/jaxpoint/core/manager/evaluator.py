@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from jaxpoint.core import multihost
 from jaxpoint.core.errors import InvalidArgumentError, StepNotFoundError
-from jaxpoint.core.inspection import StepNameFormat, list_steps, standard_name_format
+from jaxpoint.core.inspection import StepNameFormat, list_steps
+from jaxpoint.core.inspection.step_names import name_format_for
 from jaxpoint.core.manager.checkpoint_info import as_step
 from jaxpoint.core.manager.leases import DEFAULT_LEASE_TTL_S, ReadLease
 from jaxpoint.core.storage import Location
@@ -34,16 +35,8 @@ PathLike = str | os.PathLike[str] | Location
 
 def _name_format(step_prefix: str | None, step_format_fixed_length: int | None,
                  step_name_format: StepNameFormat | None) -> StepNameFormat:
-    if step_name_format is None:
-        return standard_name_format(step_prefix=step_prefix,
-                                    step_format_fixed_length=step_format_fixed_length)
-    if step_prefix is not None or step_format_fixed_length is not None:
-        raise InvalidArgumentError(
-            "step_name_format names steps by itself, so it cannot be combined with step_prefix "
-            "or step_format_fixed_length. To fix, drop them or pass "
-            "standard_name_format(step_prefix=..., step_format_fixed_length=...)."
-        )
-    return step_name_format
+    return name_format_for(step_prefix=step_prefix, step_format_fixed_length=step_format_fixed_length,
+                           step_name_format=step_name_format)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from jaxpoint.core.errors import CheckpointNotFoundError, InvalidArgumentError
 from jaxpoint.core.handlers import (
@@ -130,7 +130,7 @@ class ItemLayout:
                 "item) or args=ocp.args.Composite(state=..., ...) (named items)."
             )
         self._decide(not isinstance(args, Composite), where=where)
-        items = {DEFAULT_ITEM: args} if self._is_default else dict(args.items())
+        items = {DEFAULT_ITEM: args} if self._is_default else dict(cast(Composite, args).items())
         self._check_known(list(items), where=where)
         if metrics is not None:
             if METRICS_ITEM in items:
@@ -155,7 +155,7 @@ class ItemLayout:
                 f"{type(args).__name__}. To fix, pass e.g. args=ocp.args.StandardRestore(target)."
             )
         self._decide(not isinstance(args, Composite), where=where)
-        items = {DEFAULT_ITEM: args} if self._is_default else dict(args.items())
+        items = {DEFAULT_ITEM: args} if self._is_default else dict(cast(Composite, args).items())
         self._check_known(list(items), where=where)
         missing = sorted(set(items) - set(present))
         if missing:

@@ -20,15 +20,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from jaxpoint.core.checkpointers import (
-    AsyncCheckpointer,
-    AsyncOptions,
-    Checkpointer,
-    read_step_metadata,
-)
+from jaxpoint.core.checkpointers import AsyncCheckpointer, AsyncOptions, Checkpointer
 from jaxpoint.core.checkpointers.legacy_forms import build_args, warn_deprecated_form
+from jaxpoint.core.checkpointers.step_metadata import read_step_metadata
 from jaxpoint.core.errors import CheckpointNotFoundError, InvalidArgumentError
-from jaxpoint.core.handlers import CheckpointArgs, Composite, handler_for_typestr
+from jaxpoint.core.handlers import CheckpointArgs, Composite
+from jaxpoint.core.handlers.registry import handler_for_typestr
 from jaxpoint.core.manager.items import DEFAULT_ITEM, ItemLayout
 from jaxpoint.core.manager.options import CheckpointManagerOptions
 from jaxpoint.core.manager.step_catalog import METRICS_ITEM

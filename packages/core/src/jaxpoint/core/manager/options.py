@@ -16,11 +16,12 @@ from typing import Any
 
 from jaxpoint.core.checkpointers import AsyncOptions, MultiprocessingOptions
 from jaxpoint.core.errors import InvalidArgumentError
-from jaxpoint.core.inspection.step_names import StepNameFormat, standard_name_format
+from jaxpoint.core.inspection.step_names import StepNameFormat, name_format_for
 from jaxpoint.core.manager import preservation as keep
 from jaxpoint.core.manager import save_decision as decide
 from jaxpoint.core.manager.checkpoint_info import as_step
 from jaxpoint.core.storage import validate_name
+from jaxpoint.core.validation import require_positive_int
 
 _DEFAULT_INTERVAL = 1
 
@@ -33,9 +34,8 @@ def _fail(option: str, expected: str, got: Any, fix: str) -> InvalidArgumentErro
 
 
 def _check_count(options: Any, name: str, fix: str) -> None:
-    value = getattr(options, name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise _fail(name, "an int >= 1 or None", value, fix)
+    require_positive_int(getattr(options, name), what=f"CheckpointManagerOptions.{name}",
+                         fix=fix, allow_none=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -153,17 +153,7 @@ class CheckpointManagerOptions:
                 )
 
     def _check_naming(self) -> None:
-        if self.step_name_format is not None:
-            if self.step_prefix is not None or self.step_format_fixed_length is not None:
-                raise InvalidArgumentError(
-                    "CheckpointManagerOptions.step_name_format names steps by itself, so it "
-                    "cannot be combined with step_prefix or step_format_fixed_length. To fix, "
-                    "drop them or pass standard_name_format(step_prefix=..., ...)."
-                )
-            if not isinstance(self.step_name_format, StepNameFormat):
-                raise _fail("step_name_format", "an object with build_name() and parse_name()",
-                            self.step_name_format, "pass standard_name_format(...)")
-        name_format = self.name_format()  # validates step_prefix and the fixed length
+        name_format = self.name_format()  # validates every naming option
         if self.todelete_subdir is not None:
             validate_name(self.todelete_subdir, what="todelete_subdir")
             if name_format.parse_name(self.todelete_subdir) is not None:
@@ -191,10 +181,10 @@ class CheckpointManagerOptions:
 
     def name_format(self) -> StepNameFormat:
         """The step name format these options select."""
-        if self.step_name_format is not None:
-            return self.step_name_format
-        return standard_name_format(step_prefix=self.step_prefix,
-                                    step_format_fixed_length=self.step_format_fixed_length)
+        return name_format_for(step_prefix=self.step_prefix,
+                               step_format_fixed_length=self.step_format_fixed_length,
+                               step_name_format=self.step_name_format,
+                               where="CheckpointManagerOptions.")
 
 
 def save_decision_policy_for(options: CheckpointManagerOptions) -> decide.SaveDecisionPolicy:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step
@@ -125,7 +125,7 @@ class CustomSteps:
 def metric_value(get_metric_fn: Callable[[Mapping[str, Any]], Any], info: CheckpointInfo) -> Any:
     """`get_metric_fn(info.metrics)`, with an error naming the step when it fails."""
     try:
-        return get_metric_fn(info.metrics)
+        return get_metric_fn(cast(Mapping[str, Any], info.metrics))
     except Exception as error:
         raise InvalidArgumentError(
             f"Expected best_fn to turn the metrics of step {info.step} into a comparable "

@@ -19,6 +19,7 @@ from jaxpoint.core import multihost
 from jaxpoint.core.checkpointers import MultiprocessingOptions
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step
+from jaxpoint.core.validation import require_positive_int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,15 +44,6 @@ class SaveDecisionPolicy(Protocol):
                     context: DecisionContext) -> bool: ...
 
 
-def _positive_int(value: object, *, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(
-            f"Expected {what} to be an int >= 1, got {value!r}. To fix, pass a positive "
-            "number of steps."
-        )
-    return value
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FixedIntervalPolicy:
     """Saves at every multiple of `interval` (steps 0, interval, 2*interval, ...)."""
@@ -59,7 +51,8 @@ class FixedIntervalPolicy:
     interval: int = dataclasses.field(kw_only=False)
 
     def __post_init__(self) -> None:
-        _positive_int(self.interval, what="FixedIntervalPolicy.interval")
+        require_positive_int(self.interval, what="FixedIntervalPolicy.interval",
+                             fix="pass a positive number of steps")
 
     def should_save(self, step: CheckpointInfo, previous_steps: Sequence[CheckpointInfo], *,
                     context: DecisionContext) -> bool:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from jaxpoint.core.checkpointers import StepMetadata, read_step_metadata
+from jaxpoint.core.checkpointers.step_metadata import StepMetadata, read_step_metadata
 from jaxpoint.core.errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
 from jaxpoint.core.inspection import DamagedStep, StepNameFormat, list_steps
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo

@@ -16,7 +16,6 @@ from jaxpoint.core.multihost.preemption import (
     default_preemption_source,
     install_preemption_handler,
     reached_preemption,
-    reset_preemption_handler,
 )
 from jaxpoint.core.multihost.processes import is_primary_host, process_count, process_index
 
@@ -33,6 +32,5 @@ __all__ = [
     "process_count",
     "process_index",
     "reached_preemption",
-    "reset_preemption_handler",
     "sync_global_processes",
 ]

@@ -35,12 +35,18 @@ class ArrayFormat:
     use_zarr3: bool = True
     compression: str | None = None
     zstd_level: int = 1
+    # None: LOCAL_DATA_FILE_BYTES on local storage, OBJECT_STORE_DATA_FILE_BYTES elsewhere.
+    target_data_file_size: int | None = None
 
 
-def process_database_spec(item: Location, process_index: int) -> dict[str, Any]:
-    """OCDBT kvstore spec of one process's database under `item`."""
+def process_database_spec(item: Location, process_index: int, *,
+                          target_data_file_size: int | None = None) -> dict[str, Any]:
+    """OCDBT kvstore spec of one process's database under `item`; new data files roll over
+    near `target_data_file_size` bytes (a default chosen by the kind of storage when None)."""
     base = item / f"{PROCESS_DB_PREFIX}{process_index}"
-    file_bytes = LOCAL_DATA_FILE_BYTES if item.is_local else OBJECT_STORE_DATA_FILE_BYTES
+    file_bytes = target_data_file_size
+    if file_bytes is None:
+        file_bytes = LOCAL_DATA_FILE_BYTES if item.is_local else OBJECT_STORE_DATA_FILE_BYTES
     return {
         "driver": "ocdbt",
         "base": base.kvstore_spec(),
@@ -143,7 +149,7 @@ def open_spec(item: Location, param_name: str, *, use_ocdbt: bool, use_zarr3: bo
     `has_every_chunk`: every chunk was written, so a missing one fails the read instead of
     silently reading as the fill value.
     """
-    spec = {"driver": "zarr3" if use_zarr3 else "zarr",
+    spec: dict[str, Any] = {"driver": "zarr3" if use_zarr3 else "zarr",
             "kvstore": array_kvstore_spec(item, param_name, use_ocdbt=use_ocdbt)}
     if has_every_chunk:
         spec["fill_missing_data_reads"] = False

@@ -31,6 +31,7 @@ from jaxpoint.core.storage.array_format import (
 from jaxpoint.core.storage.context import shared_context, write_context
 from jaxpoint.core.storage.json_file import parse_json
 from jaxpoint.core.storage.location import Location
+from jaxpoint.core.validation import require_positive_int
 
 Index = tuple[slice, ...]
 # Bytes of compressed shard writes handed to TensorStore and not yet committed, per save:
@@ -137,11 +138,14 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
     """
     if not writes:
         return
-    database = process_database_spec(item, process_index) if fmt.use_ocdbt else None
+    database = (process_database_spec(item, process_index,
+                                      target_data_file_size=fmt.target_data_file_size)
+                if fmt.use_ocdbt else None)
     context = write_context()
     nbytes = sum(data.nbytes for w in writes for _, data in w.shards)
     is_bulk = [_is_bulk_write(w, fmt) for w in writes]
     if any(is_bulk):
+        assert database is not None, "bulk writes go only into an OCDBT database"
         _write_small(item, database, [w for w, b in zip(writes, is_bulk, strict=True) if b], nbytes,
                      context)
         writes = [w for w, b in zip(writes, is_bulk, strict=True) if not b]
@@ -306,7 +310,8 @@ def _decode_small(item: Location, arrays: Sequence[StoredArray]) -> dict[str, np
 
 def read_arrays(item: Location, arrays: Sequence[StoredArray], reads: Sequence[ArrayRead], *,
                 consume: Callable[[int, list[np.ndarray]], Any] | None = None,
-                read_ahead_bytes: int | None = None) -> list[Any]:
+                read_ahead_bytes: int | None = None,
+                min_in_flight: int = MIN_IN_FLIGHT) -> list[Any]:
     """Reads every region of every request concurrently into new aligned host buffers.
 
     Reading straight into 64-byte aligned buffers lets `jax.device_put` on CPU adopt
@@ -314,8 +319,11 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray], reads: Sequence[A
     request's buffers go to `consume(index, buffers)` in request order as soon as they are
     read, while later reads go on, and its result takes their place: a caller that copies
     them to an accelerator overlaps that copy with the reads and lets the buffers go.
-    `read_ahead_bytes` (default MAX_IN_FLIGHT_READ_BYTES) bounds the reads in flight.
+    `read_ahead_bytes` (default MAX_IN_FLIGHT_READ_BYTES) bounds the reads in flight;
+    `min_in_flight` requests stay in flight whatever their size.
     """
+    require_positive_int(min_in_flight, what="read_arrays(min_in_flight=...)",
+                         fix="pass e.g. 4, or leave the default")
     read_ahead = MAX_IN_FLIGHT_READ_BYTES if read_ahead_bytes is None else read_ahead_bytes
     small = _decode_small(item, [a for a in arrays if a.store is None])
     pending: list[list[tuple[np.ndarray, Any]]] = []
@@ -356,7 +364,7 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray], reads: Sequence[A
             region = view[index]
             buffer = aligned_empty(tuple(region.shape), dtype)
             # Stored bytes wait in TensorStore until decoded: bound them to keep memory flat.
-            while (len(in_flight) >= MIN_IN_FLIGHT
+            while (len(in_flight) >= min_in_flight
                    and held + buffer.nbytes > read_ahead):
                 wait_oldest()
             future = ts.array(buffer, copy=False, write=True).write(region)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jaxpoint.core.errors import InvalidArgumentError, ProcessRunError
+from jaxpoint.core.validation import require_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -235,11 +236,7 @@ def crash_process(exit_code: int = 1) -> NoReturn:
 
 
 def _check_count(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(
-            f"Expected {name} to be an int >= 1 for run_processes, got {value!r}. To fix, "
-            f"pass e.g. {name}=2."
-        )
+    require_positive_int(value, what=f"{name} for run_processes", fix=f"pass e.g. {name}=2")
 
 
 def _target_spec(target: Callable[..., Any]) -> dict[str, str | None]:

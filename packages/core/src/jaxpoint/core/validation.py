@@ -1,0 +1,17 @@
+"""Checks of user-supplied option values, shared by every layer so each says the same thing."""
+
+from __future__ import annotations
+
+from jaxpoint.core.errors import InvalidArgumentError
+
+
+def require_positive_int(value: object, *, what: str, fix: str,
+                         allow_none: bool = False) -> int | None:
+    """`value` if it is an int >= 1 (or None when `allow_none`); else an InvalidArgumentError
+    naming `what` and ending "To fix, `fix`." Booleans are rejected though they are ints."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        expected = "an int >= 1 or None" if allow_none else "an int >= 1"
+        raise InvalidArgumentError(f"Expected {what} to be {expected}, got {value!r}. To fix, {fix}.")
+    return value
