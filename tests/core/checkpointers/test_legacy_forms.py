@@ -111,3 +111,13 @@ def test_malformed_legacy_checkpointer_calls(tmp_path: Path, call, error, match)
     with pytest.raises(error, match=match):
         call(checkpointer, tmp_path / "existing")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+
+
+def test_legacy_restore_passes_transforms_to_pytree_restore(tmp_path: Path) -> None:
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+    checkpointer.save(tmp_path / "t", args=ocp.args.PyTreeSave({"old": _tree(6.0)}))
+    target = {"new": _tree(0.0)}
+    renamed = checkpointer.restore(tmp_path / "t", item=target, transforms={
+        r"new/(.*)": ocp.Transform(original_key=r"old/\1")})
+    np.testing.assert_array_equal(renamed["new"]["w"], np.full((2, 3), 6.0))
+    assert list(renamed) == ["new"]

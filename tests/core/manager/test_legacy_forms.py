@@ -26,6 +26,7 @@ from jaxpoint.core.handlers import (
     StandardCheckpointHandler,
 )
 from jaxpoint.core.manager import CheckpointManager, CheckpointManagerOptions
+from jaxpoint.core.tree.transforms import Transform
 
 LEGACY_LOGGER = "jaxpoint.core.checkpointers.legacy_forms"
 
@@ -225,3 +226,11 @@ def test_best_fn_with_saves_without_metrics(tmp_path: Path, caplog: pytest.LogCa
     warned = [r for r in caplog.records if "saved without metrics" in r.getMessage()]
     assert len(warned) == 1 and f"keep_checkpoints_without_metrics={keep}" in \
         warned[0].getMessage()
+
+
+def test_legacy_restore_kwargs_reach_pytree_restore_transforms(tmp_path: Path) -> None:
+    with CheckpointManager(tmp_path, two_items(), sync_options()) as manager:
+        manager.save(1, {"state": {"old": tree(1)}, "config": {"a": 1}})
+        restored = manager.restore(1, items={"state": {"new": tree(0)}}, restore_kwargs={
+            "state": {"transforms": {r"new/(.*)": Transform(original_key=r"old/\1")}}})
+        assert int(restored["state"]["new"]["step"]) == 1 and list(restored) == ["state"]
