@@ -152,10 +152,10 @@ def test_unpicklable_args_are_refused() -> None:
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"num_processes": 0}, r"num_processes to be an int >= 1"),
-        ({"devices_per_process": 1.5}, r"devices_per_process to be an int >= 1"),
+        ({"num_processes": 0}, r"num_processes for run_processes to be an int >= 1"),
+        ({"devices_per_process": 1.5}, r"devices_per_process for run_processes to be an int >= 1"),
         ({"timeout_s": 0}, r"timeout_s > 0 seconds"),
-        ({"heartbeat_timeout_s": 0}, r"heartbeat_timeout_s to be an int >= 1"),
+        ({"heartbeat_timeout_s": 0}, r"heartbeat_timeout_s for run_processes to be an int >= 1"),
     ],
 )
 def test_invalid_run_options_are_refused(options: dict[str, Any], match: str) -> None:
