@@ -90,11 +90,9 @@ class _Captured(logging.Handler):
 
 def _capture() -> _Captured:
     handler = _Captured()
-    for name, level in (("jaxpoint.core.emergency", logging.INFO),
-                        ("jaxpoint.core.multihost.replica_sum", logging.DEBUG)):
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        logger.addHandler(handler)
+    emergency = logging.getLogger("jaxpoint.core.emergency")
+    emergency.setLevel(logging.DEBUG)  # the broadcast batches are debug lines
+    emergency.addHandler(handler)
     return handler
 
 

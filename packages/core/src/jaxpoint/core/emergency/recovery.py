@@ -185,7 +185,7 @@ def _receive(state: Any, items: dict[str, Any] | None, abstract: list[jax.ShapeD
 
     summed = sum_over_replicas(sources_data, data_abstract, mesh=geometry.mesh,
                                axis_name=geometry.axis_name, contributes=contributes,
-                               limit_bytes=limit_bytes, label="local-tier broadcast")
+                               limit_bytes=limit_bytes, label="local-tier broadcast", log=logger)
     values = [jax.random.wrap_key_data(v, impl=impls[i]) if i in impls else v
               for i, v in enumerate(summed)]
     return values, dict(published["items"])

@@ -269,7 +269,7 @@ class SingleReplicaArrayHandler(ArrayHandler):
                                  axis_name=layout.axis_name,
                                  contributes=lambda device: device in primary,
                                  limit_bytes=self.broadcast_memory_limit_bytes,
-                                 label="single-replica broadcast")
+                                 label="single-replica broadcast", log=logger)
 
 
 def _check_index(value: Any, name: str) -> None:

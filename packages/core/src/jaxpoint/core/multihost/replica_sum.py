@@ -49,8 +49,8 @@ def broadcast_batches(bytes_per_leaf: Sequence[int], limit_bytes: int) -> list[r
 def sum_over_replicas(sources: Sequence[jax.Array | None],
                       abstract: Sequence[jax.ShapeDtypeStruct], *, mesh: jax.sharding.Mesh,
                       axis_name: str, contributes: Callable[[jax.Device], bool],
-                      limit_bytes: int, label: str = "replica broadcast"
-                      ) -> list[jax.Array]:
+                      limit_bytes: int, label: str = "replica broadcast",
+                      log: logging.Logger = logger) -> list[jax.Array]:
     """Collective: every process of `mesh` calls this, in the same order.
 
     Returns, for each leaf, an array with `abstract[i]`'s shape, dtype and `NamedSharding`
@@ -58,7 +58,7 @@ def sum_over_replicas(sources: Sequence[jax.Array | None],
     for its slot. A device contributes its shard of `sources[i]` when `contributes(device)`
     is True and that array has a shard there; other devices add zeros. `sources[i]` may be
     None on processes that contribute nothing; it is deleted once its batch is summed.
-    `label` names the batches in the debug log.
+    `label` names the batches in the debug lines `log` (the caller's logger) writes.
     """
     sizes = [math.prod(a.sharding.shard_shape(a.shape)) * jnp.dtype(a.dtype).itemsize
              for a in abstract]
@@ -77,7 +77,7 @@ def sum_over_replicas(sources: Sequence[jax.Array | None],
         for array in stacked:
             array.delete()
         results.extend(merged)
-        logger.debug("%s batch %d/%d: %d leaves, %d bytes per device", label, number,
+        log.debug("%s batch %d/%d: %d leaves, %d bytes per device", label, number,
                      len(batches), len(batch), sum(sizes[i] for i in batch))
     return results
 
