@@ -59,6 +59,7 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         saved = root / "saved"
         outcomes = _run(work.save_then_die, num_processes=2,
                         args=(str(saved), 2, [0, 1], str(ram)))
+        after_save = {p: _names(saved / f"p{p}") for p in (0, 1)}
         older = Path(_copy(saved, root / "older"))
         for step in (2, 3):
             shutil.rmtree(older / "p0" / str(step))
@@ -74,7 +75,8 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ]
         results = _returned(_run(work.restore_scenarios, num_processes=2,
                                  args=(str(root), 2, scenarios)))
-        return {"root": root, "saved": saved, "save_outcomes": outcomes, "results": results}
+        return {"root": root, "saved": saved, "save_outcomes": outcomes, "results": results,
+                "after_save": after_save}
     finally:
         shutil.rmtree(ram, ignore_errors=True)
 
@@ -84,6 +86,7 @@ def four(tmp_path_factory: pytest.TempPathFactory, two: dict[str, Any]) -> dict[
     root = tmp_path_factory.mktemp("local-tier-4")
     saved = root / "saved"
     outcomes = _run(work.save_then_die, num_processes=4, args=(str(saved), 4, [1, 3], None))
+    after_save = {p: _names(saved / f"p{p}") for p in range(4)}
     scenarios = [
         {"name": "crashed", "folder": str(saved)},
         {"name": "wiped", "folder": _copy(saved, root / "wiped", without=(2,))},
@@ -92,7 +95,8 @@ def four(tmp_path_factory: pytest.TempPathFactory, two: dict[str, Any]) -> dict[
     ]
     results = _returned(_run(work.restore_scenarios, num_processes=4,
                              args=(str(root), 4, scenarios)))
-    return {"root": root, "saved": saved, "save_outcomes": outcomes, "results": results}
+    return {"root": root, "saved": saved, "save_outcomes": outcomes, "results": results,
+            "after_save": after_save}
 
 
 def _restored(results: list[dict[str, Any]], name: str, step: int) -> None:
@@ -111,10 +115,12 @@ def test_killed_save_is_listed_nowhere_and_the_previous_step_restores(two: dict[
     assert [o.status for o in two["save_outcomes"]] == [ProcessStatus.DIED] * 2
     assert all(o.exit_code == -9 for o in two["save_outcomes"])
     for process in (0, 1):
-        names = _names(two["saved"] / f"p{process}")
+        names = two["after_save"][process]
         # The save of step 4 was in flight: its work folder exists, uncommitted.
         assert [n for n in names if not n.startswith("4.orbax-checkpoint-tmp-")] == ["1", "2", "3"]
         assert len(names) == 4, names
+        # The next LocalTier on the folder removed it (its process is dead).
+        assert _names(two["saved"] / f"p{process}") == ["1", "2", "3"]
     for result in two["results"]:
         assert result["intact"]["local_steps"] == [1, 2, 3]
     _restored(two["results"], "intact", 3)
@@ -189,8 +195,9 @@ def test_four_processes_skip_a_step_whose_slots_died_mid_save(four: dict[str, An
     assert statuses[1] is statuses[3] is ProcessStatus.DIED, statuses
     assert [four["save_outcomes"][p].value["steps_after"] for p in (0, 2)] == [[2, 3, 4]] * 2
     for process in (1, 3):
-        names = _names(four["saved"] / f"p{process}")
+        names = four["after_save"][process]
         assert [n for n in names if not n.startswith("4.orbax-checkpoint-tmp-")] == ["1", "2", "3"]
+        assert len(names) == 4, names
     _restored(four["results"], "crashed", 3)
     for result in four["results"]:
         assert any("step 4 is held by processes [0, 2] only, so slots [2, 3]" in line

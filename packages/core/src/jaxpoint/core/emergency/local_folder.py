@@ -28,7 +28,7 @@ from jaxpoint.core.handlers import Composite, CompositeCheckpointHandler
 from jaxpoint.core.handlers.json_handler import JsonCheckpointHandler, JsonRestore
 from jaxpoint.core.handlers.pytree import PyTreeCheckpointHandler, PyTreeRestore
 from jaxpoint.core.inspection.step_names import StepNameFormat
-from jaxpoint.core.storage import Location, commit_protocol_for
+from jaxpoint.core.storage import Location, commit_protocol_for, parse_tmp_name
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,22 @@ class LocalFolder:
         restored = Checkpointer(local_step_handler()).restore(path, args=Composite(**{
             STATE_ITEM: PyTreeRestore(item=abstract_state), ITEMS_ITEM: JsonRestore()}))
         return restored[STATE_ITEM], dict(restored[ITEMS_ITEM] or {})
+
+    def remove_abandoned_saves(self) -> list[str]:
+        """Removes the work folders of saves whose process died (a kill mid-save); returns
+        their names. Only this host's dead processes: a live writer's folder stays."""
+        if not self.directory.exists():
+            return []
+        removed = []
+        for name in self.directory.list_names():
+            tmp = parse_tmp_name(name)
+            if tmp is not None and tmp.is_abandoned:
+                (self.directory / name).remove()
+                removed.append(name)
+        if removed:
+            logger.info("Removed the unfinished local saves %s from %s (their process died).",
+                        removed, self.directory)
+        return removed
 
     def delete(self, step: int) -> None:
         path = self.step_path(step)

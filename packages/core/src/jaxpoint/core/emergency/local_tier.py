@@ -94,6 +94,8 @@ class LocalTier:
         self._geometry = ReplicaGeometry(mesh=global_mesh, replica_axis_index=replica_axis_index)
         self._folder = LocalFolder(Location.parse(directory),
                                    step_name_format or standard_name_format())
+        # Memory matters on a RAM disk: a save killed mid-way must not hold it forever.
+        self._folder.remove_abandoned_saves()
         self._max_to_keep = max_to_keep
         self._broadcast_limit_bytes = broadcast_memory_limit_bytes
         self._timeout_s = float(timeout_s)
