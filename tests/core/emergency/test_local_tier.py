@@ -149,6 +149,9 @@ def test_bad_saves_and_targets_raise(tmp_path: Path, mesh: jax.sharding.Mesh) ->
             tier.save(-1, _state(mesh, 1))
         with pytest.raises(InvalidArgumentError, match=r"Expected items to be a mapping of str"):
             tier.save(1, _state(mesh, 1), items=[1, 2])  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError, match=r"Expected a JSON-serialisable value for "
+                           r"item 'rows', got ndarray .*To fix, convert it"):
+            tier.save(1, _state(mesh, 1), items={"rows": np.ones(2)})
         with pytest.raises(InvalidArgumentError, match=r"at tree path \['weights'\] of local step 1, "
                            r"got ndarray"):
             tier.save(1, {"weights": np.ones(3)})

@@ -14,6 +14,7 @@ Call order, every process: `save` (any number), `wait_until_finished`; after a r
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -162,6 +163,15 @@ class LocalTier:
             raise InvalidArgumentError(
                 f"Expected items to be a mapping of str names to JSON values, got "
                 f"{type(items).__name__}. To fix, pass e.g. items={{'data': {{'position': 7}}}}.")
+        for name, value in items.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as error:
+                raise InvalidArgumentError(
+                    f"Expected a JSON-serialisable value for item {name!r}, got "
+                    f"{type(value).__name__} ({error}). To fix, convert it to dicts, lists, str, "
+                    "numbers, bool or None (e.g. arr.tolist()), or put arrays in the state."
+                ) from error
         return dict(items)
 
     def _record(self, step: int, state: PyTree) -> StepRecord:
