@@ -16,6 +16,7 @@ import jax
 from jaxpoint.core.checkpointers.checkpointer import Checkpointer
 from jaxpoint.core.errors import CheckpointNotFoundError
 from jaxpoint.core.handlers import (
+    ArrayRestoreArgs,
     Composite,
     CompositeCheckpointHandler,
     JsonRestore,
@@ -32,15 +33,20 @@ STATE_ITEM = "default"
 METRICS_ITEM = "metrics"
 
 
-def _single_replica_args(abstract_state: Any, replica_axis_index: int) -> Any:
+def _restore_args(abstract_state: Any, *, single_replica: bool, replica_axis_index: int) -> Any:
     def leaf_args(leaf: Any) -> Any:
         sharding = getattr(leaf, "sharding", None)
-        if isinstance(sharding, jax.sharding.NamedSharding) and not jax.dtypes.issubdtype(
-                leaf.dtype, jax.dtypes.prng_key):
+        if not isinstance(sharding, jax.sharding.Sharding):
+            return construct_restore_args(leaf)
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            # The key impl is stored with the data; the single-replica broadcast refuses keys.
+            return ArrayRestoreArgs(restore_type=jax.Array, sharding=sharding)
+        if single_replica and isinstance(sharding, jax.sharding.NamedSharding):
             return SingleReplicaArrayRestoreArgs(sharding=sharding, global_shape=leaf.shape,
                                                  dtype=leaf.dtype,
                                                  replica_axis_index=replica_axis_index)
-        return construct_restore_args(leaf)
+        return ArrayRestoreArgs(restore_type=jax.Array, sharding=sharding,
+                                global_shape=leaf.shape, dtype=leaf.dtype)
 
     return jax.tree.map(leaf_args, abstract_state)
 
@@ -65,10 +71,8 @@ def read_step(folder: Location, abstract_state: Any, *, item_names: Collection[s
         raise CheckpointNotFoundError(
             f"Expected item(s) {missing} in the persistent step at {folder}, found only "
             f"{present}. To fix, restore the items that step has (args=None restores all).")
-    if single_replica:
-        restore_args = _single_replica_args(abstract_state, replica_axis_index)
-    else:
-        restore_args = construct_restore_args(abstract_state)
+    restore_args = _restore_args(abstract_state, single_replica=single_replica,
+                                 replica_axis_index=replica_axis_index)
     args = Composite(**{STATE_ITEM: PyTreeRestore(abstract_state, restore_args=restore_args)},
                      **{name: JsonRestore() for name in wanted})
     with Checkpointer(CompositeCheckpointHandler()) as checkpointer:
