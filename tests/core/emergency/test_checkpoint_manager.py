@@ -22,7 +22,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxpoint.core import emergency
 from jaxpoint.core.errors import InvalidArgumentError, StepNotFoundError
-from jaxpoint.core.manager import LatestN
+from jaxpoint.core.manager import (
+    FixedIntervalPolicy,
+    LatestN,
+    SpecificStepsPolicy,
+    standard_name_format,
+)
 from jaxpoint.core.multihost import preemption
 
 
@@ -195,7 +200,8 @@ def test_sigterm_saves_locally_at_once_and_reached_preemption_stops_the_loop(tmp
             manager.save(0, args=_args(mesh, 0))
             stopped_at = None
             for step in range(1, 10):
-                if step == 4:
+                if step == 4:  # only into jaxpoint's handler, which the manager installed
+                    assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
                     os.kill(os.getpid(), signal.SIGTERM)
                 assert manager.save(step, args=_args(mesh, step)) == (step == 4)
                 if manager.reached_preemption(step):
@@ -205,3 +211,37 @@ def test_sigterm_saves_locally_at_once_and_reached_preemption_stops_the_loop(tmp
             assert manager.local_steps() == [0, 4]  # 4 committed before save returned
     finally:
         preemption.reset_preemption_handler()
+
+
+def test_the_other_options_take_effect(tmp_path, mesh):
+    (tmp_path / "persistent").mkdir()
+    (tmp_path / "persistent" / "step_9.orbax-checkpoint-tmp-1").mkdir()  # a killed save
+    options = emergency.CheckpointManagerOptions(
+        local=emergency.LocalCheckpointOptions(save_decision_policy=SpecificStepsPolicy([1, 3])),
+        persistent=emergency.PersistentCheckpointOptions(
+            should_save_fn=lambda step, last: step in (0, 2, 3, 5), max_to_keep=1,
+            keep_period=2),
+        step_name_format=standard_name_format(step_prefix="step"), cleanup_tmp_directories=True,
+        async_options=ocp.AsyncOptions(timeout_secs=60),
+        multiprocessing_options=emergency.MultiprocessingOptions(coordination_timeout_secs=30))
+    with _manager(tmp_path, mesh, options=options) as manager:
+        assert not (tmp_path / "persistent" / "step_9.orbax-checkpoint-tmp-1").exists()
+        for step in range(7):
+            manager.save(step, args=_args(mesh, step))
+        manager.wait_until_finished()
+        assert manager.local_steps() == [3] and manager.persistent_steps() == [0, 2, 5]
+        assert (tmp_path / "local" / "step_3").is_dir()
+        assert (tmp_path / "persistent" / "step_5" / "default").is_dir()
+    persistent_policy = emergency.CheckpointManagerOptions(
+        persistent=emergency.PersistentCheckpointOptions(
+            save_decision_policy=FixedIntervalPolicy(2), preservation_policy=LatestN(1)),
+        enable_async_checkpointing=False)
+    with _manager(tmp_path / "b", mesh, options=persistent_policy) as manager:
+        for step in range(5):
+            manager.save(step, args=_args(mesh, step))
+        assert manager.persistent_steps() == [4]
+    with pytest.raises(InvalidArgumentError, match="async_options only with"):
+        _manager(tmp_path / "c", mesh, options=emergency.CheckpointManagerOptions(
+            async_options=ocp.AsyncOptions(), enable_async_checkpointing=False))
+    with pytest.raises(InvalidArgumentError, match="multiprocessing_options to be"):
+        emergency.CheckpointManagerOptions(multiprocessing_options=ocp.MultiprocessingOptions())
