@@ -7,16 +7,17 @@ ones). A step is restorable when every slot of the mesh (a position off the repl
 has a replica whose process holds it; all processes compute the newest such step from the
 same reports, so they agree without a further round.
 
-`restore` then reads each holder's own shards and, unless every process holds the step,
-copies each slot's shards from one chosen replica (per slot: the lowest replica whose
-process holds the step) to every other replica with `multihost.replica_sum`: one exact,
-memory-bounded sum over the replica axis. Items (JSON) come from the lowest holder.
+`restore` then, when every process holds the step, has each one read its own shards.
+Otherwise it picks one source replica per slot (the lowest replica whose process holds
+the step); only the processes owning a source device read (the readers), and
+`multihost.replica_sum` copies each slot's shards to every other replica: one exact,
+memory-bounded sum over the replica axis. Items (JSON) come from the lowest reader.
 
 Call sequence of `restore`, every process of the mesh, in the same order:
   1. exchange: who holds the step (and with which leaves);
-  2. holders read their shards and items; every process reports its outcome to
+  2. readers read their shards and items; every process reports its outcome to
      `agree_on_success`, so a failed read raises everywhere before any device collective;
-  3. the lowest holder broadcasts the items (and random-key implementations);
+  3. the lowest reader broadcasts the items (and random-key implementations);
   4. batches of leaves are summed over the replica axis.
 """
 
@@ -130,10 +131,14 @@ def restore(folder: LocalFolder, geometry: ReplicaGeometry, step: int, abstract_
             f"nowhere; this process {multihost.process_index()}: "
             f"{why_not or ('holds it' if holds else 'does not hold it')}). To fix, restore the "
             "step agree_on_restorable_step() returns, or the persistent tier.")
+    everyone_holds = len(holders) == len(members)
+    # Without a full set of holders, only the processes owning a chosen source device read:
+    # the others receive their shards through the sum anyway.
+    readers = members if everyone_holds else geometry.readers(sources)
     outcome: bool | BaseException = True
     state: Any = None
     items: dict[str, Any] | None = None
-    if holds:
+    if multihost.process_index() in readers:
         try:
             state, items = folder.read(step, abstract_state)
         except Exception as error:  # reported to every process before any collective
@@ -141,29 +146,29 @@ def restore(folder: LocalFolder, geometry: ReplicaGeometry, step: int, abstract_
     multihost.agree_on_success(outcome, name="local-tier/read", processes=members,
                                timeout_s=timeout_s)
     read_s = time.monotonic() - started
-    if len(holders) == len(members):
+    if everyone_holds:
         logger.info("LocalTier: restored local step %d from every process's own folder in "
                     "%.3f s", step, read_s)
         assert items is not None
         return state, items
-    leaves, items = _receive(state, items, abstract, geometry, holders, sources,
+    leaves, items = _receive(state, items, abstract, geometry, list(readers), sources,
                              limit_bytes=limit_bytes, timeout_s=timeout_s)
     state = jax.tree_util.tree_unflatten(treedef, leaves)
     logger.info("LocalTier: restored local step %d: read by processes %s in %.3f s, sent to "
-                "processes %s over replica axis %r in %.3f s", step, holders, read_s,
+                "processes %s over replica axis %r in %.3f s", step, list(readers), read_s,
                 [p for p in members if p not in holders], geometry.axis_name,
                 time.monotonic() - started - read_s)
     return state, items
 
 
 def _receive(state: Any, items: dict[str, Any] | None, abstract: list[jax.ShapeDtypeStruct],
-             geometry: ReplicaGeometry, holders: list[int], sources: dict[int, int], *,
+             geometry: ReplicaGeometry, readers: list[int], sources: dict[int, int], *,
              limit_bytes: int, timeout_s: float) -> tuple[list[jax.Array], dict[str, Any]]:
-    """Collective: the holders' shards (as a list of leaves) and items, on every process."""
+    """Collective: the readers' shards (as a list of leaves) and items, on every process."""
     read = [] if state is None else jax.tree_util.tree_leaves(state)
     key_impls = {i: str(jax.random.key_impl(leaf)) for i, leaf in enumerate(read)
                  if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)}
-    is_source = multihost.process_index() == holders[0]
+    is_source = multihost.process_index() == readers[0]
     published = multihost.broadcast_one_to_some(
         {"items": items, "key_impls": {str(i): v for i, v in key_impls.items()}} if is_source
         else None, is_source=is_source, processes=geometry.members, timeout_s=timeout_s,
@@ -177,11 +182,11 @@ def _receive(state: Any, items: dict[str, Any] | None, abstract: list[jax.ShapeD
         [jax.random.key_data(leaf) if i in impls else leaf for i, leaf in enumerate(read)]
         if read else [None] * len(abstract))
     positions = geometry.positions()
-    holding = set(holders)
+    reading = set(readers)
 
     def contributes(device: jax.Device) -> bool:
         replica, slot = positions[device.id]
-        return device.process_index in holding and sources[slot] == replica
+        return device.process_index in reading and sources[slot] == replica
 
     summed = sum_over_replicas(sources_data, data_abstract, mesh=geometry.mesh,
                                axis_name=geometry.axis_name, contributes=contributes,

@@ -122,6 +122,11 @@ class ReplicaGeometry:
             chosen[slot] = replicas[0]
         return chosen
 
+    def readers(self, sources: dict[int, int]) -> tuple[int, ...]:
+        """The processes owning the source device of some slot (see `sources`)."""
+        owners = self.process_of()
+        return tuple(sorted({owners[replica, slot] for slot, replica in sources.items()}))
+
     def missing_slots(self, holders: Collection[int]) -> list[int]:
         owners = self.process_of()
         return [s for s in range(self.slot_count)
