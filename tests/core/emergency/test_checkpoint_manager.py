@@ -245,3 +245,16 @@ def test_the_other_options_take_effect(tmp_path, mesh):
             async_options=ocp.AsyncOptions(), enable_async_checkpointing=False))
     with pytest.raises(InvalidArgumentError, match="multiprocessing_options to be"):
         emergency.CheckpointManagerOptions(multiprocessing_options=ocp.MultiprocessingOptions())
+
+
+def test_another_mesh_falls_back_to_the_persistent_tier_with_a_log_line(tmp_path, mesh, caplog):
+    with _manager(tmp_path, mesh) as manager:  # local every step, persistent every 3
+        for step in range(5):
+            manager.save(step, args=_args(mesh, step))
+    four_replicas = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(4, 2),
+                                      ("replica", "model"))
+    with _manager(tmp_path, four_replicas) as manager, caplog.at_level(logging.INFO):
+        restored = manager.restore()
+        assert _value(restored) == 3 and restored.data == {"position": 30}
+        assert restored.state["w"].sharding == _abstract(four_replicas)["w"].sharding
+        assert "persistent step 3" in caplog.text
