@@ -28,6 +28,7 @@ PERSISTENT_INTERVAL = 5
 # JAX's preemption service agrees on a step about a second after SIGTERM: steps this long
 # let the loop reach it well before LAST_STEP.
 STEP_AFTER_SIGTERM_S = 0.1
+RESUMED_STEPS = 4  # trained after a resume, compared with the uninterrupted run
 SIGTERM_AT = 4
 SIGTERM_PROCESS = 1
 
@@ -80,9 +81,9 @@ def _manager(root: Path, the_mesh: jax.sharding.Mesh) -> emergency.CheckpointMan
 
 
 def _loop(manager: emergency.CheckpointManager | None, state: Any, first: int,
-          losses: dict[int, float], *, sigterm_at: int | None = None) -> int:
-    """Steps `first`..LAST_STEP; returns the step the loop stopped at."""
-    for step in range(first, LAST_STEP + 1):
+          losses: dict[int, float], *, last: int = LAST_STEP, sigterm_at: int | None = None) -> int:
+    """Steps `first`..`last`; returns the step the loop stopped at."""
+    for step in range(first, last + 1):
         state, loss = _train_step(state)
         losses[step] = float(loss)
         if step == sigterm_at and multihost.process_index() == SIGTERM_PROCESS:
@@ -96,7 +97,7 @@ def _loop(manager: emergency.CheckpointManager | None, state: Any, first: int,
         manager.save(step, args=args)
         if manager.reached_preemption(step):
             return step
-    return LAST_STEP
+    return last
 
 
 def train(root: str, devices_per_row: int) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def resume(roots: dict[str, str], devices_per_row: int) -> dict[str, Any]:
             restored = manager.restore()
             step = restored.data["position"]
             losses: dict[int, float] = {}
-            _loop(manager, restored.state, step + 1, losses)
+            _loop(manager, restored.state, step + 1, losses, last=step + RESUMED_STEPS)
             results[name] = {"step": step, "losses": losses,
                              "persistent": manager.persistent_steps()}
     return results
