@@ -156,7 +156,10 @@ def test_local_preservation_policy_and_should_save_fn(tmp_path, mesh):
 
 
 def test_orbax_style_paths_and_context_manager(tmp_path, mesh):
+    from jaxpoint.core.experimental.emergency import checkpoint_manager  # orbax's import line
+
     module = ocp.experimental.emergency.checkpoint_manager
+    assert module is checkpoint_manager
     assert module.CheckpointManager is emergency.CheckpointManager
     assert module.CheckpointManagerOptions is emergency.CheckpointManagerOptions
     manager = module.CheckpointManager(tmp_path / "l", tmp_path / "p", mesh, _abstract(mesh))

@@ -1,16 +1,16 @@
 """`ocp.experimental.emergency`: orbax's path to the emergency manager, served by
-`jaxpoint.core.emergency` (no experimental code lives here; it is a name only)."""
+`jaxpoint.core.emergency`. A name only: no experimental code lives here.
 
-import importlib
-from typing import TYPE_CHECKING, Any
+Orbax users write `from orbax.checkpoint.experimental.emergency import checkpoint_manager`;
+with the import swapped, Python looks up `jaxpoint.core.experimental.emergency` in
+`sys.modules` once this module has loaded, so it is registered there as an alias of the
+real package rather than copied into an `experimental/` tree.
+"""
 
-if TYPE_CHECKING:
-    from jaxpoint.core import emergency
+import sys
+
+from jaxpoint.core import emergency
+
+sys.modules[f"{__name__}.emergency"] = emergency
 
 __all__ = ["emergency"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "emergency":
-        return importlib.import_module("jaxpoint.core.emergency")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
