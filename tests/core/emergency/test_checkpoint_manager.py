@@ -261,3 +261,17 @@ def test_another_mesh_falls_back_to_the_persistent_tier_with_a_log_line(tmp_path
         assert _value(restored) == 3 and restored.data == {"position": 30}
         assert restored.state["w"].sharding == _abstract(four_replicas)["w"].sharding
         assert "persistent step 3" in caplog.text
+
+
+def test_dataset_item_goes_to_the_non_replicated_directory(tmp_path, mesh):
+    dataset_dir = tmp_path / "dataset"
+    with _manager(tmp_path, mesh, item_handlers=ocp.JsonCheckpointHandler(),
+                  persistent_non_replicated_directory=dataset_dir) as manager:
+        for step in range(4):  # persistent: 0 and 3
+            manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.PyTreeSave(_state(mesh, step)),
+                dataset=ocp.args.JsonSave({"shard_position": step})))
+        manager.wait_until_finished()
+        assert sorted(int(p.name) for p in dataset_dir.iterdir() if p.name.isdigit()) == [0, 3]
+        restored = manager.restore(3, args=ocp.args.Composite(dataset=ocp.args.JsonRestore()))
+        assert restored.dataset == {"shard_position": 3} and _value(restored) == 3
