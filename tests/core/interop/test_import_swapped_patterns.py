@@ -193,7 +193,7 @@ def read_managed_run(ocp: ModuleType, directory: Path) -> tuple[Any, ...]:
         assert isinstance(manager.metadata(), ocp.metadata.RootMetadata)
     return (steps, evaluated, ocp.path.step.build_step_path(directory, name_format, 9).name,
             sorted(ocp.utils.checkpoint_steps(directory)),
-            _values(restored["state"]), dict(restored["config"]))
+            _values(restored["state"]), dict(restored.config))
 
 
 # ---------------------------------------------------------------- the tests
@@ -313,7 +313,8 @@ def _array_format(item: Path, name: str) -> tuple[str, bool, bool]:
     raise AssertionError(f"Expected a zarr or zarr3 array {name!r} in {item}.")
 
 
-def test_differences_the_migration_guide_lists(tmp_path: Path) -> None:
+def test_differences_the_migration_guide_lists(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The rows of "What differs on purpose" that a single process can show, on both."""
     def save_twice(lib: ModuleType, directory: Path) -> tuple[Any, ...]:
         handler_before = signal.getsignal(signal.SIGTERM)
@@ -353,6 +354,14 @@ def test_differences_the_migration_guide_lists(tmp_path: Path) -> None:
     assert (theirs[4], ours[4]) == (("zarr", True, False), ("zarr3", False, True))
     with orbax_ocp.PyTreeCheckpointer() as checkpointer:  # Orbax reads past _CHECKSUMS
         assert checkpointer.restore(tmp_path / "jaxpoint" / "2" / "default")["x"].tolist() == [1, 1]
+    # The getting-started guide: Orbax needs absolute paths, jaxpoint takes relative ones.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="should be absolute"), \
+            orbax_ocp.PyTreeCheckpointer() as checkpointer:
+        checkpointer.save("relative", args=orbax_ocp.args.PyTreeSave({"x": np.ones(2)}))
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        checkpointer.save("relative", args=ocp.args.PyTreeSave({"x": np.ones(2)}))
+    assert (tmp_path / "relative" / "_METADATA").is_file()
     # Extensions the guides name: Orbax refuses args= in StandardCheckpointer, and one
     # PLACEHOLDER for a whole subtree; jaxpoint takes both.
     with pytest.raises(TypeError):
