@@ -4,6 +4,8 @@ and with `ocp = jaxpoint.core`, each library reading what the other wrote:
 - MaxText `load_params_from_path`: a legacy `Checkpointer.restore(path, item={"params":
   abstract}, transforms={}, restore_args={"params": construct_restore_args(abstract)})`
   that reads one subtree of a full training state onto new shardings;
+- MaxText's `create_orbax_checkpoint_manager`: named items, Orbax's policy classes, and
+  the option fields (`todelete_full_path=None`, `logger=None`) it passes at their defaults;
 - MaxText single-replica restore: `register_type_handler(jax.Array,
   SingleReplicaArrayHandler(...), override=True)` and `SingleReplicaArrayRestoreArgs`;
 - `construct_restore_args(target, sharding_tree)` (Flax, AXLearn);
@@ -92,6 +94,41 @@ def maxtext_single_replica_restore(ocp: ModuleType, path: Path) -> Any:
         with ocp.PyTreeCheckpointer() as checkpointer:
             return checkpointer.restore(path, args=ocp.args.PyTreeRestore(
                 item=target, restore_args=restore_args))
+
+
+def maxtext_manager(ocp: ModuleType, directory: Path) -> Any:
+    """MaxText's `create_orbax_checkpoint_manager`, with the fields it passes at defaults."""
+    policies = ocp.checkpoint_managers
+    return ocp.CheckpointManager(
+        directory, item_names=("items",),
+        item_handlers={"items": ocp.PyTreeCheckpointHandler(use_ocdbt=True, use_zarr3=True)},
+        options=ocp.CheckpointManagerOptions(
+            create=True, enable_async_checkpointing=True,
+            save_decision_policy=policies.ContinuousCheckpointingPolicy(),
+            preservation_policy=policies.LatestN(2),
+            async_options=ocp.AsyncOptions(timeout_secs=3600),
+            todelete_subdir=None, todelete_full_path=None),
+        logger=None)
+
+
+def maxtext_save(ocp: ModuleType, directory: Path, steps: list[int]) -> None:
+    with maxtext_manager(ocp, directory) as manager:
+        for step in steps:
+            state = _train_state(step)
+            manager.save(step, args=ocp.args.Composite(items=ocp.args.PyTreeSave(
+                item=state, save_args=jax.tree.map(lambda _: ocp.SaveArgs(), state))))
+            # ContinuousCheckpointingPolicy skips a step while the last save is in flight.
+            manager.wait_until_finished()
+
+
+def maxtext_restore_latest(ocp: ModuleType, directory: Path) -> tuple[int, Any]:
+    abstract = jax.tree.map(lambda x: SDS(x.shape, x.dtype, sharding=x.sharding)
+                            if isinstance(x, jax.Array) else x, _train_state(0))
+    with maxtext_manager(ocp, directory) as manager:
+        step = manager.latest_step()
+        restored = manager.restore(step, args=ocp.args.Composite(items=ocp.args.PyTreeRestore(
+            item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))
+        return step, restored["items"]
 
 
 def restore_onto_a_sharding_tree(ocp: ModuleType, path: Path) -> Any:
@@ -213,6 +250,17 @@ def test_maxtext_restores(tmp_path: Path, writer: str, reader: str) -> None:
     replicated = maxtext_single_replica_restore(LIBRARIES[reader], tmp_path / "w")
     assert replicated["w"].sharding == _sharding(P(None, "model"))
     np.testing.assert_array_equal(replicated["w"], np.arange(32.0).reshape(8, 4) * 2)
+
+
+@pytest.mark.parametrize(("writer", "reader"), DIRECTIONS)
+def test_maxtext_manager(tmp_path: Path, writer: str, reader: str) -> None:
+    maxtext_save(LIBRARIES[writer], tmp_path, [1, 2, 3])
+    step, items = maxtext_restore_latest(LIBRARIES[reader], tmp_path)
+    assert step == 3 and sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["2", "3"]
+    kernel = items["params"]["dense"]["kernel"]
+    assert kernel.sharding.is_equivalent_to(_sharding(), 2) and int(items["step"]) == 3
+    np.testing.assert_array_equal(kernel, np.arange(32.0).reshape(8, 4) * 3)
+    np.testing.assert_array_equal(items["opt_state"]["mu"]["dense"]["bias"], np.zeros(4))
 
 
 @pytest.mark.parametrize(("writer", "reader"), DIRECTIONS)

@@ -167,6 +167,15 @@ def test_malformed_handler_registry(tmp_path, build, match):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_orbax_logger_is_accepted_as_none_only(tmp_path):
+    with ocp.CheckpointManager(tmp_path / "a", logger=None) as manager:
+        assert manager.all_steps() == []
+    with pytest.raises(ValueError, match=r"Expected CheckpointManager\(logger=None\), got "
+                                         r"object.*To fix, drop logger="):
+        ocp.CheckpointManager(tmp_path / "b", logger=object())
+    assert not (tmp_path / "b").exists()
+
+
 def test_registry_for_any_item_keeps_the_default_handlers(tmp_path):
     """Orbax's single-item form: `registry.add(None, StandardSave)`, then plain args."""
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()

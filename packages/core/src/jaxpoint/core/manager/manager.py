@@ -41,6 +41,7 @@ from jaxpoint.core.manager.items import (
 from jaxpoint.core.manager.options import (
     CheckpointManagerOptions,
     preservation_policy_for,
+    refuse_orbax_logger,
     save_decision_policy_for,
 )
 from jaxpoint.core.manager.preemption_watch import PreemptionWatch, preemption_source_for
@@ -75,7 +76,9 @@ class CheckpointManager:
                  metadata: Mapping[str, Any] | None = None,
                  item_names: Sequence[str] | None = None, item_handlers: Any = None,
                  preemption_source: multihost.PreemptionSource | None = None,
-                 handler_registry: DefaultCheckpointHandlerRegistry | None = None) -> None:
+                 handler_registry: DefaultCheckpointHandlerRegistry | None = None,
+                 logger: None = None) -> None:
+        refuse_orbax_logger(logger)
         item_handlers = handlers_from_registry(handler_registry, item_names=item_names,
                                                item_handlers=item_handlers,
                                                checkpointers=checkpointers)
