@@ -14,7 +14,8 @@ and with `ocp = jaxpoint.core`, each library reading what the other wrote:
 - a Flax `TrainState` saved with a Python-int step restored onto `jax.eval_shape` (int32);
 - `metadata(path).item_metadata` mapped to an abstract target (Orbax's restore guide);
 - a manager with policies from `ocp.checkpoint_managers`, a step prefix and a handler
-  registry, followed by `checkpoint_utils.checkpoints_iterator` (evaluators);
+  registry, followed by `checkpoint_utils.checkpoints_iterator` (evaluators); user policies
+  subclassing `checkpoint_managers.SaveDecisionPolicy` / `PreservationPolicy`;
 - the tree helpers, `test_utils.erase_and_create_empty` and the args registry, which
   must return what Orbax's return.
 
@@ -314,9 +315,38 @@ def test_managed_run_with_policies_registry_and_evaluator(tmp_path: Path, writer
     assert state == [[9.0, 9.0, 9.0]] and config == {"step": 9}
 
 
+def custom_policies_run(ocp: ModuleType, directory: Path) -> list[int]:
+    """User policies subclassing Orbax's policy protocol classes."""
+    policies = ocp.checkpoint_managers
+
+    class EveryThirdStep(policies.SaveDecisionPolicy):
+        def should_save(self, step, previous_steps, *, context):
+            return step.step % 3 == 0 or context.reached_preemption
+
+    class KeepEvenOrUnranked(policies.PreservationPolicy):
+        def should_preserve(self, checkpoints, *, context):
+            return [info.step % 2 == 0 or info.metrics is None for info in checkpoints]
+
+    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False,
+                                           save_decision_policy=EveryThirdStep(),
+                                           preservation_policy=KeepEvenOrUnranked())
+    with ocp.CheckpointManager(directory, options=options) as manager:
+        for step in range(10):
+            manager.save(step, args=ocp.args.StandardSave({"x": np.ones(2)}),
+                         metrics={"loss": 1.0 / (step + 1)})
+        return sorted(manager.all_steps())
+
+
+def test_custom_policies_on_orbax_protocol_classes(tmp_path: Path) -> None:
+    assert custom_policies_run(orbax_ocp, tmp_path / "orbax") == [0, 6]
+    assert custom_policies_run(ocp, tmp_path / "jaxpoint") == [0, 6]
+
+
 def test_tree_helpers_return_what_orbax_returns(tmp_path: Path) -> None:
     state = {"params": {"dense": {"kernel": np.ones((2, 3)), "bias": np.zeros(3)}},
              "opt": [{"mu": np.ones(1)}, {"nu": np.full(1, 2.0)}], "step": 4}
+    _save_pytree(orbax_ocp, tmp_path / "by_orbax", state)
+    _save_pytree(ocp, tmp_path / "by_jaxpoint", state)
 
     def helpers(lib: ModuleType) -> dict[str, Any]:
         flat = lib.tree.to_flat_dict(state, sep="/")
@@ -334,9 +364,13 @@ def test_tree_helpers_return_what_orbax_returns(tmp_path: Path) -> None:
             "json_handler": lib.args.get_registered_handler_cls(lib.args.JsonSave).__name__,
             "primary": lib.utils.is_primary_host(0),
             "synced": lib.utils.sync_global_processes("tree_helpers"),
+            "ocdbt": [lib.type_handlers.is_ocdbt_checkpoint(tmp_path / f"by_{writer}")
+                      for writer in ("orbax", "jaxpoint")] + [
+                          lib.type_handlers.is_ocdbt_checkpoint(tmp_path)],
         }
 
     ours, theirs = helpers(ocp), helpers(orbax_ocp)
+    assert ours["ocdbt"] == [True, True, False] and ours["primary"] is True
     assert [(k, type(v)) for k, v in ours.items()] == [(k, type(v)) for k, v in theirs.items()]
     assert ours["args"] == (ocp.args.PyTreeSave, ocp.args.PyTreeRestore)
     assert theirs["args"] == (orbax_ocp.args.PyTreeSave, orbax_ocp.args.PyTreeRestore)
