@@ -228,6 +228,9 @@ def read_managed_run(ocp: ModuleType, directory: Path) -> tuple[Any, ...]:
             state=ocp.args.StandardRestore({"w": np.zeros(3)}), config=ocp.args.JsonRestore()))
         steps = sorted(manager.all_steps())
         assert isinstance(manager.metadata(9), ocp.metadata.StepMetadata)
+        item_metadata = manager.item_metadata(9)["state"]  # Orbax's TreeMetadata
+        assert item_metadata.tree["w"].shape == item_metadata["w"].shape == (3,)
+        assert isinstance(item_metadata["w"], ocp.metadata.ArrayMetadata)
         assert isinstance(manager.metadata(), ocp.metadata.RootMetadata)
     return (steps, evaluated, ocp.path.step.build_step_path(directory, name_format, 9).name,
             sorted(ocp.utils.checkpoint_steps(directory)),
