@@ -1,6 +1,9 @@
 """The call patterns of published Orbax users, as one body run with `ocp = orbax.checkpoint`
 and with `ocp = jaxpoint.core`, each library reading what the other wrote:
 
+- Flax's checkpointing guide: `flax.training.orbax_utils.save_args_from_target` /
+  `restore_args_from_target` (which build Orbax's own args objects), a legacy manager
+  over a `PyTreeCheckpointer`, restoring a `TrainState`;
 - MaxText `load_params_from_path`: a legacy `Checkpointer.restore(path, item={"params":
   abstract}, transforms={}, restore_args={"params": construct_restore_args(abstract)})`
   that reads one subtree of a full training state onto new shardings;
@@ -95,6 +98,50 @@ def maxtext_single_replica_restore(ocp: ModuleType, path: Path) -> Any:
         with ocp.PyTreeCheckpointer() as checkpointer:
             return checkpointer.restore(path, args=ocp.args.PyTreeRestore(
                 item=target, restore_args=restore_args))
+
+
+def _flax_checkpoint() -> dict[str, Any]:
+    import optax
+    from flax.training import train_state
+
+    params = {"dense": {"kernel": jnp.arange(6.0).reshape(2, 3), "bias": jnp.ones(3)}}
+    state = train_state.TrainState.create(apply_fn=lambda p, x: x, params=params,
+                                          tx=optax.sgd(0.1))
+    return {"model": state, "config": {"dimensions": np.array([5, 3]), "name": "dense"},
+            "data": [jnp.full((4,), 2.0)]}
+
+
+def flax_guide_save(ocp: ModuleType, directory: Path) -> None:
+    """Flax's checkpointing guide: args from `flax.training.orbax_utils` (built by Orbax)."""
+    from flax.training import orbax_utils
+
+    checkpoint = _flax_checkpoint()
+    checkpointer = ocp.PyTreeCheckpointer()
+    save_args = orbax_utils.save_args_from_target(checkpoint)
+    checkpointer.save(directory / "single_save", checkpoint, save_args=save_args)
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    manager = ocp.CheckpointManager(directory / "managed", checkpointer, options)
+    for step in range(5):
+        manager.save(step, checkpoint, save_kwargs={"save_args": save_args})
+    manager.wait_until_finished()
+    manager.close()
+
+
+def flax_guide_restore(ocp: ModuleType, directory: Path) -> tuple[Any, Any, list[int]]:
+    from flax.training import orbax_utils
+
+    target = _flax_checkpoint()
+    target["model"] = target["model"].replace(params=jax.tree.map(jnp.zeros_like,
+                                                                  target["model"].params))
+    checkpointer = ocp.PyTreeCheckpointer()
+    restored = checkpointer.restore(directory / "single_save", item=target,
+                                    restore_args=orbax_utils.restore_args_from_target(target))
+    manager = ocp.CheckpointManager(directory / "managed", checkpointer,
+                                    ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+    latest = manager.restore(manager.latest_step(), items=target)
+    steps = manager.all_steps()
+    manager.close()
+    return restored, latest, steps
 
 
 def maxtext_manager(ocp: ModuleType, directory: Path) -> Any:
@@ -265,6 +312,19 @@ def test_maxtext_manager(tmp_path: Path, writer: str, reader: str) -> None:
     assert kernel.sharding.is_equivalent_to(_sharding(), 2) and int(items["step"]) == 3
     np.testing.assert_array_equal(kernel, np.arange(32.0).reshape(8, 4) * 3)
     np.testing.assert_array_equal(items["opt_state"]["mu"]["dense"]["bias"], np.zeros(4))
+
+
+@pytest.mark.parametrize(("writer", "reader"), DIRECTIONS)
+def test_flax_checkpointing_guide(tmp_path: Path, writer: str, reader: str) -> None:
+    flax_guide_save(LIBRARIES[writer], tmp_path)
+    restored, latest, steps = flax_guide_restore(LIBRARIES[reader], tmp_path)
+    assert sorted(steps) == [3, 4]
+    expected = _flax_checkpoint()
+    for found in (restored, latest):
+        assert type(found["model"]) is type(expected["model"])
+        assert _values(found["model"].params) == _values(expected["model"].params)
+        assert int(found["model"].step) == 0 and found["config"]["name"] == "dense"
+        assert _values(found["data"]) == [[2.0] * 4]
 
 
 @pytest.mark.parametrize(("writer", "reader"), DIRECTIONS)
