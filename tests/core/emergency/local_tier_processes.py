@@ -136,9 +136,10 @@ def save_then_die(root: str, devices_per_row: int, dying: list[int],
 
 def restore_scenarios(root: str, devices_per_row: int,
                       scenarios: list[dict[str, Any]]) -> dict[str, Any]:
-    """Runs each scenario {name, folder, transpose?, rows?, limit?, step?, file_on?} and
-    reports what it restored, or the error it raised. `step`: restore that step whatever
-    the agreement says; `file_on`: that process's folder becomes a file once built."""
+    """Runs each scenario {name, folder, transpose?, rows?, limit?, step?, steps?, file_on?}
+    and reports what it restored, or the error it raised. `step`: restore that step whatever
+    the agreement says (`steps`: process i restores steps[i]); `file_on`: that process's
+    folder becomes a file once built."""
     index = multihost.process_index()
     captured = _capture()
     results: dict[str, Any] = {}
@@ -155,7 +156,8 @@ def restore_scenarios(root: str, devices_per_row: int,
             folder.write_text("")
         try:
             result["step"] = tier.agree_on_restorable_step()
-            step = scenario.get("step", result["step"])
+            step = scenario["steps"][index] if "steps" in scenario else scenario.get(
+                "step", result["step"])
             _restore_into(result, tier, the_mesh, step)
         except Exception as error:  # the test checks it was raised on every process
             result["error"] = f"{type(error).__name__}: {error}"

@@ -89,6 +89,7 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             {"name": "mixed", "folder": str(mixed)},
             {"name": "mixed_forced", "folder": str(mixed), "step": work.MIXED_STEP},
             {"name": "corrupt_reader", "folder": str(corrupt)},
+            {"name": "different_steps", "folder": str(saved), "steps": [3, 2]},
             {"name": "folder_became_file", "folder": _copy(saved, root / "file"), "file_on": 1},
             {"name": "ram_wiped", "folder": str(ram), "limit": 200},
         ]
@@ -244,6 +245,14 @@ def test_a_failed_read_raises_on_every_process_naming_the_reader(two: dict[str, 
             r"every process: check that abstract_state matches the saved state; if the step "
             rf"is damaged, delete that folder .*\)\. Process {process} raises this too",
             got["error"]), got["error"]
+
+
+def test_processes_asked_for_different_steps_raise_before_reading(two: dict[str, Any]) -> None:
+    for result in two["results"]:
+        assert result["different_steps"]["error"] == (
+            "InvalidArgumentError: Expected every process to restore the same local step, got "
+            "{0: 3, 1: 2} (process: step). To fix, pass every process the step "
+            "agree_on_restorable_step() returned.")
 
 
 def test_a_folder_that_fails_to_list_raises_on_every_process(two: dict[str, Any]) -> None:

@@ -10,6 +10,9 @@ replica, sending the shards to the processes that lost them.
 
 Call order, every process: `save` (any number), `wait_until_finished`; after a restart,
 `agree_on_restorable_step` then `restore`, in the same order on every process; `close`.
+The two collective calls never leave a process waiting for one that failed: a failure on
+any process (its folder, its last background save, its read) raises `ProcessFailureError`
+on every process, naming the process and the fix.
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ class LocalTier:
     """Per-process local checkpoints of a state sharded over `global_mesh`, and recovery.
 
     `directory`: this process's own folder (on a host's disk or a tmpfs; processes sharing
-    a machine need different folders). `replica_axis_index`: the mesh axis along which the
-    state is replicated. `max_to_keep`: the newest committed steps kept once
-    `wait_until_finished` returns (None: all); a save in flight may make it one more.
+    a machine need different folders), created if missing. `replica_axis_index`: the mesh
+    axis along which the state is replicated. `max_to_keep`: the newest committed steps
+    kept once `wait_until_finished` returns (None: all); a save in flight may make it one
+    more. Each process prunes alone, so with 1 a process killed mid-save can leave its
+    slots in no step the others still hold: keep 2 where a lost save must not cost the tier.
     `step_name_format`: how step folders are named (default: the step number).
     `enable_async_checkpointing`: `save` returns once the shards are staged in host memory
     and writes in the background (`async_options.timeout_secs` bounds the write).

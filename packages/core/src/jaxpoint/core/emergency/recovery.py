@@ -163,21 +163,29 @@ def restore(folder: LocalFolder, geometry: ReplicaGeometry, step: int, abstract_
     `settle` runs first, as in `agree_on_restorable_step`.
     """
     started = time.monotonic()
-    abstract, treedef = _checked_abstract(abstract_state, geometry)
     members = geometry.members
 
-    def looked_up() -> StepRecord | None:
+    def looked_up() -> tuple[list[jax.ShapeDtypeStruct], Any, StepRecord | None]:
+        abstract, treedef = _checked_abstract(abstract_state, geometry)
         settle()
-        return folder.readable_record(step)
+        return abstract, treedef, folder.readable_record(step)
 
-    record = _run_everywhere(
+    abstract, treedef, record = _run_everywhere(
         looked_up, name="local-tier/looked-up", geometry=geometry, timeout_s=timeout_s,
-        doing=f"looking up local step {step} in {folder.directory}", fix=_FOLDER_FIX)
+        doing=f"checking abstract_state and looking up local step {step} in "
+              f"{folder.directory}",
+        fix="correct what that message names (abstract_state, that folder, or what failed its "
+            "last save), then call restore again on every process")
     why_not = None if record is None else _usable(record, geometry)
     holds = record is not None and why_not is None
     reports = gather_from_all(
-        {"holds": holds, "leaves": _leaves_digest(record) if holds else None},
+        {"step": step, "holds": holds, "leaves": _leaves_digest(record) if holds else None},
         name="local-tier/holders", processes=members, timeout_s=timeout_s)
+    asked = {p: r["step"] for p, r in reports.items()}
+    if len(set(asked.values())) > 1:
+        raise InvalidArgumentError(
+            f"Expected every process to restore the same local step, got {asked} (process: "
+            "step). To fix, pass every process the step agree_on_restorable_step() returned.")
     holders = sorted(p for p, r in reports.items() if r["holds"])
     differing = _differing_trees(step, {p: reports[p]["leaves"] for p in holders}, folder,
                                  geometry, timeout_s=timeout_s)
