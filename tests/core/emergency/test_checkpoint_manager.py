@@ -195,8 +195,14 @@ def test_errors_say_what_is_supported(tmp_path, mesh):
         emergency.LocalCheckpointOptions(max_to_keep=0)
 
 
-def test_sigterm_saves_locally_at_once_and_reached_preemption_stops_the_loop(tmp_path, mesh):
-    options = _options(local=100, persistent=1000)
+@pytest.mark.parametrize("custom_policy", [False, True], ids=["interval", "custom_policy"])
+def test_sigterm_saves_locally_at_once_and_reached_preemption_stops_the_loop(tmp_path, mesh,
+                                                                             custom_policy):
+    local = emergency.LocalCheckpointOptions(
+        save_decision_policy=FixedIntervalPolicy(100) if custom_policy else None,
+        save_interval_steps=100, max_to_keep=2)  # a custom policy knows nothing of preemption
+    options = emergency.CheckpointManagerOptions(
+        local=local, persistent=emergency.PersistentCheckpointOptions(save_interval_steps=1000))
     preemption.reset_preemption_handler()
     try:
         with _manager(tmp_path, mesh, options=options) as manager:

@@ -208,7 +208,8 @@ class CheckpointManager:
         if latest_local is None or step > latest_local:
             for_preemption = self._preemption.calls_for_save(step)
             context = DecisionContext(reached_preemption=for_preemption)
-            local = bool(self._local_save_policy.should_save(
+            # A preemption saves locally even under a custom policy that would not.
+            local = for_preemption or bool(self._local_save_policy.should_save(
                 CheckpointInfo(step=step, time=utc_now()), list(self._local_infos),
                 context=context))
         persistent = self._persistent.should_save(step)
