@@ -204,7 +204,8 @@ def _big_state(mesh: jax.sharding.Mesh, step: int) -> dict[str, Any]:
     return {"noise": jax.device_put(noise, NamedSharding(mesh, P(None, "model")))}
 
 
-@pytest.mark.parametrize("surfaces_in", ["wait_until_finished", "check_for_errors"])
+@pytest.mark.parametrize("surfaces_in", ["wait_until_finished", "check_for_errors",
+                                         "agree_on_restorable_step"])
 def test_a_failed_background_save_raises_once_and_lists_no_step(
         tmp_path: Path, mesh: jax.sharding.Mesh, surfaces_in: str) -> None:
     tier = LocalTier(tmp_path, global_mesh=mesh)
@@ -212,9 +213,14 @@ def test_a_failed_background_save_raises_once_and_lists_no_step(
     tier.wait_until_finished()
     with _file_size_limit(16 * 1024):  # each process's shards: 256 KiB of random bits
         tier.save(2, _big_state(mesh, 2))  # returns once staged: the write fails behind
-        with pytest.raises(BackgroundSaveError, match=r"The asynchronous save to .*2 failed: "
+        # In the agreement it raises on every process (here one), naming this process.
+        raised = ProcessFailureError if surfaces_in == "agree_on_restorable_step" else (
+            BackgroundSaveError)
+        with pytest.raises(raised, match=r"The asynchronous save to .*2 failed: "
                            r".*File too large"):
-            if surfaces_in == "wait_until_finished":
+            if surfaces_in == "agree_on_restorable_step":
+                tier.agree_on_restorable_step()
+            elif surfaces_in == "wait_until_finished":
                 tier.wait_until_finished()
             else:
                 deadline = time.monotonic() + 60
