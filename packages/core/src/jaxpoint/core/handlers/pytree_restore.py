@@ -31,10 +31,6 @@ from jaxpoint.core.tree import PLACEHOLDER
 
 logger = logging.getLogger(__name__)
 
-# Bytes read ahead when leaves go to an accelerator: each host buffer is released once
-# copied to its device, so reading further ahead costs host memory only while in flight.
-DEVICE_READ_AHEAD_BYTES = 1024 * 1024 * 1024
-
 # A region as ((start, stop), ...) per dimension: hashable, unlike slices on Python 3.11.
 Region = tuple[tuple[int, int], ...]
 
@@ -126,7 +122,7 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
 
     to_devices = any(on_accelerator.values())
     if read_ahead_bytes is None:  # restore_concurrent_gb, when the handler was given one
-        read_ahead_bytes = DEVICE_READ_AHEAD_BYTES if to_devices else None
+        read_ahead_bytes = item.options.read_bound(to_accelerator=to_devices)
     buffers = read_arrays(item, stores, reads, consume=to_accelerator if to_devices else None,
                           read_ahead_bytes=read_ahead_bytes)
     read_values: list[Any] = [None] * len(array_plans)
