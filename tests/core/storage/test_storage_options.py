@@ -88,7 +88,7 @@ def test_target_data_file_size_rolls_data_files(tmp_path):
     location = Location.parse(tmp_path / "args", options=StorageOptions(target_data_file_size=256 * KIB))
     ocp.PyTreeCheckpointer().save(location, args=ocp.args.PyTreeSave(
         TREE, ocdbt_target_data_file_size=1024**3))
-    assert len(_data_files(tmp_path / "args")) == len(_data_files(tmp_path / "default"))
+    assert len(_data_files(tmp_path / "args")) < len(_data_files(tmp_path / "small"))
 
 
 def test_in_flight_bounds_limit_bytes_in_flight(tmp_path, caplog):

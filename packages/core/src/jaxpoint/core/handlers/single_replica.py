@@ -52,6 +52,7 @@ from jaxpoint.core.handlers.pytree_restore import execute_plans
 from jaxpoint.core.handlers.restore_plan import LeafPlan, RestorePlan, SavedExtras
 from jaxpoint.core.handlers.type_handler import ArrayHandler
 from jaxpoint.core.storage import Location
+from jaxpoint.core.validation import require_int_at_least, require_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +146,9 @@ class SingleReplicaArrayHandler(ArrayHandler):
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         _check_index(replica_axis_index, "replica_axis_index")
         _check_index(primary_replica_id, "primary_replica_id")
-        limit = broadcast_memory_limit_bytes
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise InvalidArgumentError(
-                f"Expected broadcast_memory_limit_bytes to be an int >= 1 or None, got "
-                f"{limit!r}. To fix, pass e.g. broadcast_memory_limit_bytes=2**28 (256 MiB)."
-            )
+        limit = require_positive_int(
+            broadcast_memory_limit_bytes, allow_none=True, what="broadcast_memory_limit_bytes",
+            fix="pass e.g. broadcast_memory_limit_bytes=2**28 (256 MiB)")
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
             raise InvalidArgumentError(
                 f"Expected timeout_s > 0 seconds for SingleReplicaArrayHandler, got "
@@ -304,10 +302,7 @@ class SingleReplicaArrayHandler(ArrayHandler):
 
 
 def _check_index(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(
-            f"Expected {name} to be an int >= 0, got {value!r}. To fix, pass e.g. {name}=0."
-        )
+    require_int_at_least(value, 0, what=name, fix=f"pass e.g. {name.split()[0]}=0")
 
 
 def _replica_layout(plan: LeafPlan, *, axis: int, primary: int) -> ReplicaLayout:

@@ -13,7 +13,7 @@ import dataclasses
 import os
 
 from jaxpoint.core.errors import InvalidArgumentError
-from jaxpoint.core.validation import require_positive_int
+from jaxpoint.core.validation import require_int_at_least, require_positive_int
 
 RETRIES_ENV = "JAXPOINT_OBJECT_STORE_MAX_RETRIES"
 # Bytes of compressed shard writes handed to TensorStore and not yet committed, per save:
@@ -83,14 +83,10 @@ class StorageOptions:
     min_requests_in_flight: int | None = None
 
     def __post_init__(self) -> None:
-        retries = self.object_store_max_retries
-        if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)
-                                    or retries < 0):
-            raise InvalidArgumentError(
-                f"Expected StorageOptions.object_store_max_retries to be an int >= 0 or None, "
-                f"got {retries!r}. To fix, pass the retries per request (e.g. 5), or None for "
-                "TensorStore's 32."
-            )
+        require_int_at_least(self.object_store_max_retries, 0, allow_none=True,
+                             what="StorageOptions.object_store_max_retries",
+                             fix="pass the retries per request (e.g. 5), or None for "
+                                 "TensorStore's 32")
         if not isinstance(self.fsync, bool):
             raise InvalidArgumentError(
                 f"Expected StorageOptions.fsync to be True or False, got {self.fsync!r}."
