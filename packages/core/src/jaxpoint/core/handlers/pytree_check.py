@@ -28,7 +28,7 @@ from jaxpoint.core.handlers.pytree_metadata import (
 from jaxpoint.core.handlers.sharding_metadata import SHARDING_FILE, decode_name
 from jaxpoint.core.storage import Location, read_json
 from jaxpoint.core.storage.integrity import chunk_counts, open_checked, read_completely
-from jaxpoint.core.tree import KeyType
+from jaxpoint.core.tree.keys import KeyType
 
 _SHARDING_TYPES = frozenset({"NamedSharding", "SingleDeviceSharding", "GSPMDSharding",
                              "PositionalSharding"})

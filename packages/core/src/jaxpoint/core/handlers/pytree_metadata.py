@@ -11,7 +11,7 @@ from typing import Any
 
 from jaxpoint.core.errors import CorruptCheckpointError, InvalidNameError
 from jaxpoint.core.storage import Location, read_json
-from jaxpoint.core.tree import KeyType, TreePath, validate_path
+from jaxpoint.core.tree.keys import KeyType, TreePath, validate_path
 
 METADATA_FILE = "_METADATA"
 

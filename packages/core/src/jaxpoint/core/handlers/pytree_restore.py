@@ -27,7 +27,7 @@ from jaxpoint.core.handlers.restore_plan import (
     SavedExtras,
 )
 from jaxpoint.core.storage import ArrayRead, Location, open_arrays, read_arrays
-from jaxpoint.core.tree import PLACEHOLDER
+from jaxpoint.core.tree.placeholder import PLACEHOLDER
 
 logger = logging.getLogger(__name__)
 

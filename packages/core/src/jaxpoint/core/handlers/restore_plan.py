@@ -31,7 +31,10 @@ from jaxpoint.core.handlers.pytree_metadata import (
     TreeRecord,
 )
 from jaxpoint.core.handlers.sharding_metadata import sharding_from_description
-from jaxpoint.core.tree import PLACEHOLDER, TreePath, build_tree, flatten_with_paths
+from jaxpoint.core.tree.build import build_tree
+from jaxpoint.core.tree.flatten import flatten_with_paths
+from jaxpoint.core.tree.keys import TreePath
+from jaxpoint.core.tree.placeholder import PLACEHOLDER
 
 
 class LeafKind(enum.Enum):

@@ -19,7 +19,8 @@ from jaxpoint.core.handlers.pytree_metadata import TreeRecord
 from jaxpoint.core.handlers.pytree_restore import execute_plans
 from jaxpoint.core.handlers.restore_plan import SavedExtras, plan_leaf
 from jaxpoint.core.storage import Location
-from jaxpoint.core.tree import PLACEHOLDER, build_tree
+from jaxpoint.core.tree.build import build_tree
+from jaxpoint.core.tree.placeholder import PLACEHOLDER
 from jaxpoint.core.tree.transforms import (
     RestoreTransform,
     Transform,

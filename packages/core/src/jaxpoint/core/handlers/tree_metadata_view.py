@@ -26,7 +26,8 @@ from jaxpoint.core.handlers.pytree_metadata import (
 from jaxpoint.core.handlers.sharding_metadata import ShardingMetadata
 from jaxpoint.core.handlers.type_registry import GLOBAL_TYPE_HANDLER_REGISTRY
 from jaxpoint.core.storage import Location, open_arrays
-from jaxpoint.core.tree import PLACEHOLDER, build_tree
+from jaxpoint.core.tree.build import build_tree
+from jaxpoint.core.tree.placeholder import PLACEHOLDER
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
