@@ -12,8 +12,8 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -25,6 +25,7 @@ from jaxpoint.core.handlers.restore_plan import (
     LeafPlan,
     RestorePlan,
     SavedExtras,
+    shard_indices,
 )
 from jaxpoint.core.storage import ArrayRead, Location, open_arrays, read_arrays
 from jaxpoint.core.tree.placeholder import PLACEHOLDER
@@ -54,11 +55,12 @@ def _regions(plan: LeafPlan, shape: tuple[int, ...]) -> tuple[list[Region], list
     """Unique regions to read and, for jax leaves, (device, region) placements."""
     if plan.kind is not LeafKind.JAX_ARRAY:
         return [tuple((0, d) for d in shape)], []
-    if plan.sharding.is_fully_replicated:  # skips JAX's per-device index computation
+    sharding = plan.array_sharding
+    if sharding.is_fully_replicated:  # skips JAX's per-device index computation
         whole = tuple((0, d) for d in shape)
-        return [whole], [(device, whole) for device in plan.sharding.addressable_devices]
-    placements = [(device, _normalize(index, shape)) for device, index in
-                  plan.sharding.addressable_devices_indices_map(shape).items()]
+        return [whole], [(device, whole) for device in sharding.addressable_devices]
+    placements = [(device, _normalize(index, shape))
+                  for device, index in shard_indices(sharding, shape)]
     unique = list(dict.fromkeys(region for _, region in placements))
     return unique, placements
 
@@ -175,7 +177,8 @@ class _Placed:
 
 
 def _on_accelerator(sharding: jax.sharding.Sharding | None) -> bool:
-    return sharding is not None and any(d.platform != "cpu" for d in sharding.device_set)
+    devices: Iterable[Any] = sharding.device_set if sharding is not None else ()
+    return any(d.platform != "cpu" for d in devices)
 
 
 def _saved_string(item: Location, plan: LeafPlan, extras: SavedExtras) -> str:
@@ -223,7 +226,7 @@ def _is_whole(plan: LeafPlan, layout: ReadLayout) -> bool:
     # process passed the same value: such leaves are assembled from local shards instead.
     return (plan.kind is LeafKind.JAX_ARRAY and len(layout.regions) == 1
             and layout.regions[0] == tuple((0, d) for d in layout.shape)
-            and plan.sharding.is_fully_addressable)
+            and plan.array_sharding.is_fully_addressable)
 
 
 def _assemble(plan: LeafPlan, layout: ReadLayout, data: list[np.ndarray]) -> Any:
@@ -231,7 +234,8 @@ def _assemble(plan: LeafPlan, layout: ReadLayout, data: list[np.ndarray]) -> Any
     fitted = {region: _fit(buffer, region, layout.dtype)
               for region, buffer in zip(unique, data, strict=True)}
     if plan.kind is LeafKind.RANDOM_KEY:
-        keys = jax.random.wrap_key_data(fitted[unique[0]], impl=plan.key_impl)
+        # wrap_key_data takes host arrays too: no copy to a default device first.
+        keys = jax.random.wrap_key_data(cast(jax.Array, fitted[unique[0]]), impl=plan.key_impl)
         return jax.device_put(keys, plan.sharding) if plan.sharding is not None else keys
     if plan.kind is LeafKind.NUMPY_ARRAY:
         return fitted[unique[0]]
@@ -249,7 +253,7 @@ def _assemble(plan: LeafPlan, layout: ReadLayout, data: list[np.ndarray]) -> Any
             buffer = np.copy(buffer)
         adopted.add(region)
         shards.append(jax.device_put(buffer, device))
-    return jax.make_array_from_single_device_arrays(layout.shape, plan.sharding, shards)
+    return jax.make_array_from_single_device_arrays(layout.shape, plan.array_sharding, shards)
 
 
 def execute_plan(item: Location, record: TreeRecord, plan: RestorePlan,
@@ -261,6 +265,11 @@ def execute_plan(item: Location, record: TreeRecord, plan: RestorePlan,
                                       read_ahead_bytes=read_ahead_bytes))
 
 
+def _only_device(sharding: jax.sharding.SingleDeviceSharding) -> Any:
+    devices: Iterable[Any] = sharding.device_set
+    return next(iter(devices))
+
+
 def _warn_about_lost_shardings(item: Location, plans: Sequence[LeafPlan],
                                extras: SavedExtras) -> None:
     """One warning when arrays saved over devices missing here land on one device."""
@@ -270,7 +279,7 @@ def _warn_about_lost_shardings(item: Location, plans: Sequence[LeafPlan],
                  if plan.kind is LeafKind.JAX_ARRAY else None)
         if saved and isinstance(plan.sharding, jax.sharding.SingleDeviceSharding) and (
                 saved.get("sharding_type") != "SingleDeviceSharding"
-                or saved.get("device_id") not in (None, next(iter(plan.sharding.device_set)).id)):
+                or saved.get("device_id") not in (None, _only_device(plan.sharding).id)):
             lost += 1
     if lost:
         logger.warning(

@@ -49,7 +49,7 @@ from jaxpoint.core.errors import CheckpointError, InvalidArgumentError
 from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs
 from jaxpoint.core.handlers.pytree_metadata import TreeRecord
 from jaxpoint.core.handlers.pytree_restore import execute_plans
-from jaxpoint.core.handlers.restore_plan import LeafPlan, RestorePlan, SavedExtras
+from jaxpoint.core.handlers.restore_plan import LeafPlan, RestorePlan, SavedExtras, shard_indices
 from jaxpoint.core.handlers.type_handler import ArrayHandler
 from jaxpoint.core.storage import Location
 from jaxpoint.core.validation import require_int_at_least, require_positive_int
@@ -255,7 +255,7 @@ class SingleReplicaArrayHandler(ArrayHandler):
         """Reads the leaves onto the primary replica's devices (readers only)."""
         reads = []
         for plan, args in zip(plans, leaf_args, strict=True):
-            sharding = layout.primary_sharding(plan.sharding.spec)
+            sharding = layout.primary_sharding(_named_sharding(plan).spec)
             given = args.single_replica_sharding
             if given is not None:
                 if given.device_set != sharding.device_set:
@@ -305,7 +305,7 @@ def _check_index(value: Any, name: str) -> None:
     require_int_at_least(value, 0, what=name, fix=f"pass e.g. {name.split()[0]}=0")
 
 
-def _replica_layout(plan: LeafPlan, *, axis: int, primary: int) -> ReplicaLayout:
+def _named_sharding(plan: LeafPlan) -> jax.sharding.NamedSharding:
     sharding = plan.sharding
     if not isinstance(sharding, jax.sharding.NamedSharding):
         raise InvalidArgumentError(
@@ -313,7 +313,18 @@ def _replica_layout(plan: LeafPlan, *, axis: int, primary: int) -> ReplicaLayout
             f"got {type(sharding).__name__}. To fix, pass SingleReplicaArrayRestoreArgs("
             "sharding=NamedSharding(mesh, spec)) with the replica axis in the mesh."
         )
+    return sharding
+
+
+def _replica_layout(plan: LeafPlan, *, axis: int, primary: int) -> ReplicaLayout:
+    sharding = _named_sharding(plan)
     mesh = sharding.mesh
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise InvalidArgumentError(
+            f"Expected a NamedSharding over a Mesh of devices at tree path {plan.path} for a "
+            f"single-replica restore, got one over {type(mesh).__name__}. To fix, build the "
+            "sharding from jax.sharding.Mesh(devices, axis_names)."
+        )
     if axis >= mesh.devices.ndim:
         raise InvalidArgumentError(
             f"Expected replica_axis_index < {mesh.devices.ndim} for the mesh {dict(mesh.shape)} "
@@ -368,7 +379,7 @@ def _stacked(source: jax.Array | None, abstract: jax.ShapeDtypeStruct,
     shape = (layout.replica_count, *abstract.shape)
     on_device = {} if source is None else {s.device: s.data for s in source.addressable_shards}
     buffers = []
-    for device, index in sharding.addressable_devices_indices_map(shape).items():
+    for device, index in shard_indices(sharding, shape):
         data = on_device.get(device)
         if data is not None:
             buffers.append(data.reshape((1, *data.shape)))

@@ -18,7 +18,7 @@ def storage_error(error: OSError, action: str, path: str) -> StorageError:
     reading = action.startswith(("read", "look up", "list"))
     access = ("Grant read access (or run as a user who has it)" if reading
               else "Grant write access or choose another directory")
-    hints = {
+    hints: dict[int | None, str] = {
         errno.ENOSPC: "The disk is full. Free space there (or save elsewhere) and retry.",
         errno.EDQUOT: "The disk quota is exhausted. Free space there and retry.",
         errno.EACCES: f"{access}.",
