@@ -89,6 +89,11 @@ def test_target_data_file_size_rolls_data_files(tmp_path):
     ocp.PyTreeCheckpointer().save(location, args=ocp.args.PyTreeSave(
         TREE, ocdbt_target_data_file_size=1024**3))
     assert len(_data_files(tmp_path / "args")) < len(_data_files(tmp_path / "small"))
+    # A manager given such a Location writes every step with its options.
+    run = Location.parse(tmp_path / "run", options=StorageOptions(target_data_file_size=256 * KIB))
+    with ocp.CheckpointManager(run) as manager:
+        manager.save(0, args=ocp.args.StandardSave(TREE))
+    assert len(_data_files(tmp_path / "run" / "0")) > len(_data_files(tmp_path / "default"))
 
 
 def test_in_flight_bounds_limit_bytes_in_flight(tmp_path, caplog):
