@@ -100,20 +100,24 @@ class StorageOptions:
                                  fix=f"pass e.g. {example}, or None for the default")
 
     def data_file_bytes(self, *, is_local: bool) -> int:
+        """The OCDBT data-file size to write with, on local disk or in an object store."""
         if self.target_data_file_size is not None:
             return self.target_data_file_size
         return LOCAL_DATA_FILE_BYTES if is_local else OBJECT_STORE_DATA_FILE_BYTES
 
     def write_bound(self, *, is_compressed: bool) -> float:
+        """Shard bytes a save may have in flight (inf: unbounded)."""
         if self.write_bytes_in_flight is not None:
             return self.write_bytes_in_flight
         return COMPRESSED_WRITE_BYTES_IN_FLIGHT if is_compressed else float("inf")
 
     def read_bound(self, *, to_accelerator: bool) -> int:
+        """Bytes a restore may read ahead, into host memory or on to an accelerator."""
         if self.read_bytes_in_flight is not None:
             return self.read_bytes_in_flight
         return DEVICE_READ_BYTES_IN_FLIGHT if to_accelerator else HOST_READ_BYTES_IN_FLIGHT
 
     @property
     def min_requests(self) -> int:
+        """Requests kept in flight whatever the byte bounds say."""
         return self.min_requests_in_flight or MIN_REQUESTS_IN_FLIGHT
