@@ -37,7 +37,7 @@ OPTION_MODULES = (args_module, checkpointer_options, manager_options, leaf_args,
 FIELDS: dict[tuple[str, str], str] = {
     **{("emergency.LocalCheckpointOptions", f): EMERGENCY for f in (
         "save_interval_steps", "max_to_keep", "should_save_fn", "save_decision_policy",
-        "preservation_policy")},
+        "preservation_policy", "read_only", "debug_use_full_global_mesh")},
     **{("emergency.PersistentCheckpointOptions", f): EMERGENCY for f in (
         "save_interval_steps", "max_to_keep", "keep_period", "should_save_fn",
         "save_decision_policy", "preservation_policy", "best_fn", "best_mode")},

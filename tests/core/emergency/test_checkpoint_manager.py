@@ -1,7 +1,8 @@
 """The emergency CheckpointManager in one process (8 virtual devices, 2 replicas of 4).
 
 Policies per tier, JSON items in both tiers, restore rules, delete, reload, metrics and
-best_step, item_metadata, the context manager, errors, and a SIGTERM preemption save.
+best_step and item_metadata (local-only steps too), a read-only local tier, the context
+manager, errors, and a SIGTERM preemption save.
 Recovery across processes is in test_checkpoint_manager_processes.py.
 """
 
@@ -281,3 +282,72 @@ def test_dataset_item_goes_to_the_non_replicated_directory(tmp_path, mesh):
         assert sorted(int(p.name) for p in dataset_dir.iterdir() if p.name.isdigit()) == [0, 3]
         restored = manager.restore(3, args=ocp.args.Composite(dataset=ocp.args.JsonRestore()))
         assert restored.dataset == {"shard_position": 3} and _value(restored) == 3
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_read_only_local_tier_restores_but_never_writes_or_cleans(tmp_path, mesh):
+    sync = {"enable_async_checkpointing": False}
+    with _manager(tmp_path, mesh, options=_options(**sync)) as manager:
+        for step in range(4):
+            manager.save(step, args=_args(mesh, step))
+    before = _listing(tmp_path / "local")
+    read_only = emergency.CheckpointManagerOptions(
+        local=emergency.LocalCheckpointOptions(save_interval_steps=1, max_to_keep=1,
+                                               read_only=True),
+        persistent=emergency.PersistentCheckpointOptions(save_interval_steps=3), **sync)
+    preemption.reset_preemption_handler()
+    try:
+        with _manager(tmp_path, mesh, options=read_only) as manager:
+            restored = manager.restore()
+            assert _value(restored) == 3 and restored.data == {"position": 30}
+            assert not manager.should_save(4) and manager.should_save(6)
+            for step in (4, 5, 6):
+                manager.save(step, args=_args(mesh, step))
+            assert manager.local_steps() == [2, 3] and manager.persistent_steps() == [0, 3, 6]
+            with pytest.raises(InvalidArgumentError, match="local only and the local tier is"):
+                manager.delete(2)
+            os.kill(os.getpid(), signal.SIGTERM)  # the persistent tier takes the save
+            assert manager.save(7, args=_args(mesh, 7)) and manager.reached_preemption(7)
+            assert manager.persistent_steps() == [0, 3, 6, 7]
+    finally:
+        preemption.reset_preemption_handler()
+    assert _listing(tmp_path / "local") == before  # not pruned to 1, nothing written
+    with _manager(tmp_path / "fresh", mesh, options=read_only) as manager:
+        assert manager.local_steps() == []
+    assert not (tmp_path / "fresh" / "local").exists()
+
+
+def test_local_only_step_has_item_metadata_and_metrics(tmp_path, mesh):
+    options = emergency.CheckpointManagerOptions(
+        local=emergency.LocalCheckpointOptions(save_interval_steps=1, max_to_keep=3),
+        persistent=emergency.PersistentCheckpointOptions(
+            save_interval_steps=1000, best_fn=lambda m: m["loss"], best_mode="min"),
+        enable_async_checkpointing=False)
+    with _manager(tmp_path, mesh, options=options) as manager:
+        for step, loss in enumerate([3.0, 1.0, 2.0]):
+            manager.save(step, args=_args(mesh, step), metrics={"loss": loss})
+        assert manager.persistent_steps() == [0] and manager.local_steps() == [0, 1, 2]
+        assert manager.metrics(1) == {"loss": 1.0} and manager.metrics(0) == {"loss": 3.0}
+        assert manager.best_step() == 0  # only persistent steps are ranked
+        metadata = manager.item_metadata(2)
+        assert metadata.state["w"].shape == (4, 8) and metadata.state["b"].dtype == np.int32
+        assert "data" in metadata and metadata.data is None
+        with pytest.raises(StepNotFoundError, match="found neither"):
+            manager.item_metadata(9)
+        with pytest.raises(InvalidArgumentError, match="JSON-serialisable value for metrics"):
+            manager.save(3, args=_args(mesh, 3), metrics={"loss": object()})
+
+
+def test_orbax_fields_jaxpoint_does_not_switch_are_refused_clearly(tmp_path, mesh):
+    with pytest.raises(InvalidArgumentError, match="debug_use_full_global_mesh=False"):
+        emergency.LocalCheckpointOptions(debug_use_full_global_mesh=True)
+    emergency.LocalCheckpointOptions(debug_use_full_global_mesh=False)
+    with pytest.raises(InvalidArgumentError, match="read_only to be a bool"):
+        emergency.LocalCheckpointOptions(read_only="yes")
+    with pytest.raises(InvalidArgumentError, match="logger=None"):
+        _manager(tmp_path, mesh, logger=object())
+    with pytest.raises(InvalidArgumentError, match="handler_registry=None"):
+        _manager(tmp_path, mesh, handler_registry=object())

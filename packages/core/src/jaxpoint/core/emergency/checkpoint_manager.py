@@ -41,7 +41,11 @@ from jaxpoint.core.handlers import (
 )
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step, utc_now
 from jaxpoint.core.manager.manager import CheckpointManager as CoreCheckpointManager
-from jaxpoint.core.manager.options import preservation_policy_for, save_decision_policy_for
+from jaxpoint.core.manager.options import (
+    preservation_policy_for,
+    refuse_orbax_logger,
+    save_decision_policy_for,
+)
 from jaxpoint.core.manager.preemption_watch import PreemptionWatch, preemption_source_for
 from jaxpoint.core.manager.preservation import PreservationContext
 from jaxpoint.core.manager.save_decision import DecisionContext
@@ -69,7 +73,8 @@ class CheckpointManager:
     is shared by all. `abstract_state`: the state's jax.ShapeDtypeStructs with shardings
     over `global_mesh`. `persistent_non_replicated_directory` with `item_handlers`: the item
     `dataset` is saved there by its handler (orbax's per-process data iterators).
-    `preemption_source`: the core's seam (default: SIGTERM / JAX's sync point).
+    `preemption_source`: the core's seam (default: SIGTERM / JAX's sync point). Orbax's
+    `logger` and `handler_registry` are accepted as None only.
     """
 
     def __init__(self, local_directory: str | os.PathLike[str],
@@ -77,7 +82,15 @@ class CheckpointManager:
                  abstract_state: PyTree, *, options: CheckpointManagerOptions | None = None,
                  metadata: Mapping[str, Any] | None = None, item_handlers: Any = None,
                  persistent_non_replicated_directory: str | os.PathLike[str] | None = None,
-                 preemption_source: multihost.PreemptionSource | None = None) -> None:
+                 preemption_source: multihost.PreemptionSource | None = None,
+                 logger: None = None, handler_registry: None = None) -> None:
+        refuse_orbax_logger(logger)
+        if handler_registry is not None:
+            raise InvalidArgumentError(
+                f"Expected handler_registry=None for the emergency CheckpointManager, got "
+                f"{type(handler_registry).__name__}: its items are the state and JSON values, "
+                "which need no handler. To fix, drop handler_registry=; pass item_handlers with "
+                "persistent_non_replicated_directory for a per-process 'dataset' item.")
         options = options or CheckpointManagerOptions()
         if not isinstance(options, CheckpointManagerOptions):
             raise InvalidArgumentError(
@@ -104,7 +117,8 @@ class CheckpointManager:
             max_to_keep=None if has_keep_policy else local_core.max_to_keep,
             step_name_format=options.step_name_format,
             enable_async_checkpointing=options.enable_async_checkpointing,
-            async_options=options.async_options, timeout_s=options.coordination_timeout_s)
+            async_options=options.async_options, timeout_s=options.coordination_timeout_s,
+            read_only=options.local.read_only)
         persistent_options = options.persistent_core_options()
         self._name_format = persistent_options.name_format()
         self._persistent = CoreCheckpointManager(self._persistent_directory,
@@ -161,23 +175,33 @@ class CheckpointManager:
         return steps[-1] if steps else None
 
     def best_step(self) -> int | None:
-        """The best persistent step by `PersistentCheckpointOptions.best_fn`."""
+        """The best persistent step by `PersistentCheckpointOptions.best_fn`. Local-only
+        steps are not ranked: the local tier keeps its newest steps whatever their metrics
+        and loses them with a host, so only the persistent tier keeps a best step."""
         return self._persistent.best_step()
 
     def metrics(self, step: int) -> dict[str, Any] | None:
-        """The metrics saved with persistent step `step` (metrics live in that tier only)."""
+        """The metrics saved with `step`: from the persistent tier, else from this
+        process's local step (`save(metrics=...)` writes them to both tiers)."""
+        step = as_step(step)
+        if step not in self.persistent_steps() and step in self._local.local_steps():
+            return self._local.metrics(step)
         return self._persistent.metrics(step)
 
     def item_metadata(self, step: int) -> Composite:
-        """Composite(state=tree metadata, <item>=...) of persistent step `step`, from files."""
+        """Composite(state=tree metadata, <item>=None, ...) of `step`, from files only: the
+        persistent step's, else this process's local step's (the same tree metadata)."""
         step = as_step(step)
-        if step not in self.persistent_steps():
-            raise StepNotFoundError(
-                f"Expected step {step} in the persistent tier {self._persistent_directory} "
-                f"(steps {self.persistent_steps()}), which holds the metadata; it is "
-                f"{'only local' if step in self.local_steps() else 'in neither tier'}. To fix, "
-                "ask for a persistent step; a local step has the abstract state's structure.")
-        return persistent_reader.read_item_metadata(self._step_folder(step))
+        if step in self.persistent_steps():
+            return persistent_reader.read_item_metadata(self._step_folder(step))
+        if step in self._local.local_steps():
+            return Composite(**self._local.item_metadata(step))
+        raise StepNotFoundError(
+            f"Expected step {step} in the persistent tier {self._persistent_directory} (steps "
+            f"{self.persistent_steps()}) or in this process's local folder "
+            f"{self._local.directory} (steps {self._local.local_steps()}), found neither. "
+            "To fix, ask for one of those steps; a step other processes hold locally is read "
+            "there (or restore it, which rebuilds it on every process).")
 
     def reload(self) -> None:
         """Re-reads the persistent steps (local steps are read from disk on every call)."""
@@ -212,7 +236,11 @@ class CheckpointManager:
             local = for_preemption or bool(self._local_save_policy.should_save(
                 CheckpointInfo(step=step, time=utc_now()), list(self._local_infos),
                 context=context))
-        persistent = self._persistent.should_save(step)
+        if self._local.read_only:
+            # A read-only local tier cannot take the preemption save: the shared one does.
+            local, persistent = False, for_preemption or self._persistent.should_save(step)
+        else:
+            persistent = self._persistent.should_save(step)
         decision = [local or force, persistent or force, for_preemption]
         if multihost.process_count() > 1:  # time-based policies may differ between hosts
             decision = multihost.broadcast_one_to_some(
@@ -233,7 +261,7 @@ class CheckpointManager:
         local, persistent, for_preemption = self._decide(step, force=force)
         if local:
             self._prune_local()
-            self._local.save(step, state_args.item, items)
+            self._local.save(step, state_args.item, items, metrics=metrics)
             self._local_infos.append(CheckpointInfo(step=step, time=utc_now()))
             self._preemption.saved(step, for_preemption=for_preemption)
             if for_preemption:
@@ -247,6 +275,11 @@ class CheckpointManager:
                                   custom_metadata=custom_metadata)
         if dataset_args is not None and self._dataset is not None:
             self._dataset.save(step, args=dataset_args, force=force or persistent)
+        if for_preemption and not local:  # read-only local tier: the persistent save counts
+            self.wait_until_finished()
+            self._preemption.saved(step, for_preemption=True)
+            logger.info("Saved persistent step %d for a preemption (the local tier is "
+                        "read-only) in %s.", step, self._persistent_directory)
         return local or persistent
 
     def _split_save_args(self, args: Any, step: int) -> tuple[Any, dict[str, Any], Any]:
@@ -285,7 +318,7 @@ class CheckpointManager:
 
     def _prune_local(self) -> None:
         """Applies the local preservation policy to the local steps saved in this run."""
-        if self._local_keep_policy is None or not self._local_infos:
+        if self._local_keep_policy is None or not self._local_infos or self._local.read_only:
             return
         keep = list(self._local_keep_policy.should_preserve(self._local_infos,
                                                             context=PreservationContext()))
@@ -362,9 +395,11 @@ class CheckpointManager:
     def _forget_local_after(self, step: int) -> None:
         """On resuming, local steps newer than the restored one (none of them rebuildable)
         belong to an abandoned future: they go, so that the run can save those steps again."""
+        self._local_infos = [CheckpointInfo(step=step, time=utc_now())]
+        if self._local.read_only:
+            return
         for newer in [s for s in self._local.local_steps() if s > step]:
             self._local.delete(newer)
-        self._local_infos = [CheckpointInfo(step=step, time=utc_now())]
 
     def _split_restore_args(self, args: Any) -> tuple[Any, list[str] | None, Any]:
         if args is None:
@@ -400,7 +435,14 @@ class CheckpointManager:
                 f"Expected step {step} in {self._local_directory} or "
                 f"{self._persistent_directory}, found steps {self.all_steps()}. To fix, delete "
                 "one of those.")
-        self._local.delete(step)
+        if self._local.read_only:
+            if not in_persistent:
+                raise InvalidArgumentError(
+                    f"Expected step {step} in the persistent tier {self._persistent_directory} "
+                    f"to delete it, but it is local only and the local tier is read_only. To "
+                    "fix, delete it with a manager whose LocalCheckpointOptions(read_only=False).")
+        else:
+            self._local.delete(step)
         self._local_infos = [i for i in self._local_infos if i.step != step]
         if in_persistent:
             self._persistent.delete(step)

@@ -151,6 +151,28 @@ class LocalFolder:
             STATE_ITEM: PyTreeRestore(item=abstract_state), ITEMS_ITEM: JsonRestore()}))
         return restored[STATE_ITEM], dict(restored[ITEMS_ITEM] or {})
 
+    def _committed_path(self, step: int) -> Location:
+        path = self.step_path(step)
+        if step not in self.steps():
+            raise StepNotFoundError(
+                f"Expected local step {step} committed at {path}, found none. To fix, ask for "
+                f"a step from local_steps() = {self.steps()}.")
+        return path
+
+    def custom_metadata(self, step: int) -> dict[str, Any]:
+        """The custom metadata committed with `step` (the record, metrics)."""
+        return dict(read_step_metadata(self._committed_path(step)).custom_metadata or {})
+
+    def item_metadata(self, step: int) -> dict[str, Any]:
+        """{"state": tree metadata, <item>: None, ...} of `step` (JSON items have none, as in
+        the persistent tier); the item names come from the small items file."""
+        with Checkpointer(local_step_handler()) as checkpointer:
+            path = self._committed_path(step)
+            stored = checkpointer.metadata(path).item_metadata or {}
+            items = checkpointer.restore(path, args=Composite(**{ITEMS_ITEM: JsonRestore()}))
+        return {STATE_ITEM: stored.get(STATE_ITEM),
+                **{name: None for name in (items[ITEMS_ITEM] or {})}}
+
     def remove_abandoned_saves(self) -> list[str]:
         """Removes the work folders of saves whose process died (a kill mid-save); returns
         their names. The folder is this process's alone, so another host's work folders

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 PyTree = Any
 _BARRIER_PREFIX = "jaxpoint-local-tier"
+METRICS_KEY = "metrics"
 
 
 class LocalTier:
@@ -64,7 +65,9 @@ class LocalTier:
     `enable_async_checkpointing`: `save` returns once the shards are staged in host memory
     and writes in the background (`async_options.timeout_secs` bounds the write).
     `broadcast_memory_limit_bytes`: the most bytes per device one recovery broadcast batch
-    moves. `timeout_s`: how long recovery waits for the other processes.
+    moves. `timeout_s`: how long recovery waits for the other processes. `read_only`: the
+    folder is only read (recovery works as usual); it is not created, nothing in it is
+    removed, and `save` / `delete` refuse.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, global_mesh: jax.sharding.Mesh,
@@ -73,7 +76,7 @@ class LocalTier:
                  enable_async_checkpointing: bool = True,
                  async_options: AsyncOptions | None = None,
                  broadcast_memory_limit_bytes: int = recovery.DEFAULT_BROADCAST_MEMORY_LIMIT_BYTES,
-                 timeout_s: float = recovery.DEFAULT_TIMEOUT_S) -> None:
+                 timeout_s: float = recovery.DEFAULT_TIMEOUT_S, read_only: bool = False) -> None:
         if not isinstance(global_mesh, jax.sharding.Mesh):
             raise InvalidArgumentError(
                 f"Expected global_mesh to be a jax.sharding.Mesh, got "
@@ -98,10 +101,15 @@ class LocalTier:
                 f"Expected enable_async_checkpointing to be a bool, got "
                 f"{enable_async_checkpointing!r}. To fix, pass True or False.")
         self._geometry = ReplicaGeometry(mesh=global_mesh, replica_axis_index=replica_axis_index)
-        self._folder = LocalFolder(_created_folder(directory),
-                                   step_name_format or standard_name_format())
-        # Memory matters on a RAM disk: a save killed mid-way must not hold it forever.
-        self._folder.remove_abandoned_saves()
+        self._read_only = read_only
+        self._folder = LocalFolder(
+            Location.parse(directory) if read_only else _created_folder(directory),
+            step_name_format or standard_name_format())
+        if not read_only:
+            # Memory matters on a RAM disk: a save killed mid-way must not hold it forever.
+            self._folder.remove_abandoned_saves()
+        else:
+            max_to_keep = None
         # Steps of an earlier run; a save of an equal or older step replaces them (see save).
         self._earlier_run_steps = set(self._folder.steps())
         self._max_to_keep = max_to_keep
@@ -140,20 +148,30 @@ class LocalTier:
     def replica_axis_index(self) -> int:
         return self._geometry.replica_axis_index
 
-    def save(self, step: int, state: PyTree, items: Mapping[str, Any] | None = None) -> None:
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    def save(self, step: int, state: PyTree, items: Mapping[str, Any] | None = None, *,
+             metrics: Mapping[str, Any] | None = None) -> None:
         """Writes this process's shards of `state` and the `items` as local step `step`.
 
         Not collective: no other process is waited for, but every process should save the
         same steps, with the same tree, so that recovery finds them. `state`: a pytree of
         jax.Arrays (typed random keys included) sharded over `global_mesh`; `items`: name ->
         JSON-serialisable value. Returns once staged when asynchronous; the step is listed
-        once committed. Steps found at construction that are not older than `step` belong
+        once committed. `metrics`: JSON values kept with the step (`metrics(step)`).
+        Steps found at construction that are not older than `step` belong
         to a run that was not resumed from them: they are deleted (one warning line).
         """
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise InvalidArgumentError(
                 f"Expected step to be an int >= 0, got {step!r}. To fix, pass the training step.")
+        self._refuse_if_read_only(f"save local step {step}")
         items = self._check_items(items)
+        metadata: dict[str, Any] = {}
+        if metrics is not None:
+            metadata[METRICS_KEY] = self._check_items(metrics, what="metrics")
         record = self._record(step, state)
         self._checkpointer.wait_until_finished()
         self._remove_earlier_run_steps(from_step=step)
@@ -165,7 +183,8 @@ class LocalTier:
         args = Composite(**{STATE_ITEM: PyTreeSave(state), ITEMS_ITEM: JsonSave(items)})
         try:
             self._checkpointer.save(self._folder.step_path(step), args=args,
-                                    custom_metadata={RECORD_KEY: record.to_json()}, step=step)
+                                    custom_metadata={RECORD_KEY: record.to_json(), **metadata},
+                                    step=step)
         except (OSError, StorageError) as error:
             raise StorageError(
                 f"Expected to start local step {step} in {self.directory} on process "
@@ -186,19 +205,28 @@ class LocalTier:
             self._folder.delete(step)
         self._earlier_run_steps.difference_update(stale)
 
-    def _check_items(self, items: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self._read_only:
+            raise InvalidArgumentError(
+                f"Expected a writable local tier to {what} in {self.directory}, but it is "
+                "read_only. To fix, pass LocalCheckpointOptions(read_only=False), or save to "
+                "the persistent tier only.")
+
+    def _check_items(self, items: Mapping[str, Any] | None, *,
+                     what: str = "items") -> dict[str, Any]:
         if items is None:
             return {}
+        entry = "item" if what == "items" else f"{what} entry"
         if not isinstance(items, Mapping) or not all(isinstance(k, str) for k in items):
             raise InvalidArgumentError(
-                f"Expected items to be a mapping of str names to JSON values, got "
+                f"Expected {what} to be a mapping of str names to JSON values, got "
                 f"{type(items).__name__}. To fix, pass e.g. items={{'data': {{'position': 7}}}}.")
         for name, value in items.items():
             try:
                 json.dumps(value)
             except (TypeError, ValueError) as error:
                 raise InvalidArgumentError(
-                    f"Expected a JSON-serialisable value for item {name!r}, got "
+                    f"Expected a JSON-serialisable value for {entry} {name!r}, got "
                     f"{type(value).__name__} ({error}). To fix, convert it to dicts, lists, str, "
                     "numbers, bool or None (e.g. arr.tolist()), or put arrays in the state."
                 ) from error
@@ -245,6 +273,14 @@ class LocalTier:
         """The committed steps in this process's folder, oldest first. Not collective."""
         return self._folder.steps()
 
+    def metrics(self, step: int) -> dict[str, Any] | None:
+        """The metrics saved with this process's local step `step` (None: saved without)."""
+        return self._folder.custom_metadata(step).get(METRICS_KEY)
+
+    def item_metadata(self, step: int) -> dict[str, Any]:
+        """{"state": tree metadata, <item>: None, ...} of this process's local step `step`."""
+        return self._folder.item_metadata(step)
+
     def agree_on_restorable_step(self) -> int | None:
         """Collective: every process calls this, in the same order.
 
@@ -269,6 +305,7 @@ class LocalTier:
 
     def delete(self, step: int) -> None:
         """Deletes this process's local step `step` (not collective); a missing one is fine."""
+        self._refuse_if_read_only(f"delete local step {step}")
         self._checkpointer.wait_until_finished()
         self._folder.delete(step)
 

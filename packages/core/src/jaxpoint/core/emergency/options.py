@@ -34,16 +34,33 @@ class LocalCheckpointOptions:
 
     `save_interval_steps` (default 10, as orbax), `should_save_fn(step, last_step)` or a
     `save_decision_policy` decide; a preemption always saves. `max_to_keep` (None: 1, as
-    orbax) or a `preservation_policy` decide which local steps stay.
+    orbax) or a `preservation_policy` decide which local steps stay. `read_only` (as orbax):
+    this manager never writes, prunes or deletes local steps, it only restores from them; a
+    preemption then saves to the persistent tier. `debug_use_full_global_mesh`: orbax's
+    debug switch; only its default False is accepted (see `__post_init__`).
     """
 
     save_interval_steps: int = 10
     max_to_keep: int | None = None
+    read_only: bool = False
     should_save_fn: Callable[[int, int | None], bool] | None = None
     save_decision_policy: SaveDecisionPolicy | None = None
     preservation_policy: PreservationPolicy | None = None
+    debug_use_full_global_mesh: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.read_only, bool):
+            raise InvalidArgumentError(
+                f"Expected LocalCheckpointOptions.read_only to be a bool, got "
+                f"{self.read_only!r}. To fix, pass True (restore from local steps, never write "
+                "them) or False.")
+        if self.debug_use_full_global_mesh is not False:
+            raise InvalidArgumentError(
+                f"Expected LocalCheckpointOptions.debug_use_full_global_mesh=False, got "
+                f"{self.debug_use_full_global_mesh!r}: orbax's switch makes its local tier sync "
+                "over every process, which jaxpoint's local tier always does (every replica "
+                "saves, every process takes part in recovery), so there is nothing to switch. "
+                "To fix, drop the argument.")
         self.core_options()  # validates every field
 
     def core_options(self) -> manager_options.CheckpointManagerOptions:
