@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 from jaxpoint.core.errors import InvalidArgumentError
+
+_Policy = TypeVar("_Policy")
 
 
 def require_positive_int(value: object, *, what: str, fix: str,
@@ -15,3 +20,17 @@ def require_positive_int(value: object, *, what: str, fix: str,
         expected = "an int >= 1 or None" if allow_none else "an int >= 1"
         raise InvalidArgumentError(f"Expected {what} to be {expected}, got {value!r}. To fix, {fix}.")
     return value
+
+
+def require_policies(policies: Iterable[_Policy], *, method: str, kind: str,
+                     example: str) -> tuple[_Policy, ...]:
+    """`policies` as a tuple when each has a callable `method`; else an InvalidArgumentError
+    naming the first that lacks it, the `kind` of policy expected and an `example`."""
+    policies = tuple(policies)
+    for policy in policies:
+        if not callable(getattr(policy, method, None)):
+            raise InvalidArgumentError(
+                f"Expected {kind} policies with a {method} method, got {policy!r}. To fix, "
+                f"pass objects such as {example}."
+            )
+    return policies
