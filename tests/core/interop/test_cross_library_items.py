@@ -35,16 +35,6 @@ from jax.sharding import NamedSharding
 # ---------------------------------------------------------------- other handlers
 
 
-def _written_then_read(writer: str, item: str, value: Any, path: Path) -> Any:
-    """`value` saved by `writer` with its `{item}CheckpointHandler` and `{item}Save`, then
-    restored by the other library with `{item}Restore()` (Orbax's naming, in both)."""
-    lib, reader = LIBRARIES[writer], reader_of(writer)
-    with lib.Checkpointer(getattr(lib, f"{item}CheckpointHandler")()) as checkpointer:
-        checkpointer.save(path, args=getattr(lib.args, f"{item}Save")(value))
-    with reader.Checkpointer(getattr(reader, f"{item}CheckpointHandler")()) as checkpointer:
-        return checkpointer.restore(path, args=getattr(reader.args, f"{item}Restore")())
-
-
 @pytest.mark.parametrize("writer", BOTH_WAYS)
 def test_restore_composite_of_standard_and_json(writer: str, tmp_path: Path) -> None:
     state = mixed_tree(seed=14)
@@ -75,7 +65,11 @@ def _json_types(value: Any) -> Any:
 def test_restore_json_item(writer: str, tmp_path: Path) -> None:
     value = {"int": 3, "float": 0.1, "big": 2**53 + 1, "negative": -(2**40),
              "list": [1.5, "two", None, False], "nested": {"u": "µ"}}
-    restored = _written_then_read(writer, "Json", value, tmp_path / "ckpt")
+    lib, reader = LIBRARIES[writer], reader_of(writer)
+    with lib.Checkpointer(lib.JsonCheckpointHandler()) as checkpointer:
+        checkpointer.save(tmp_path / "ckpt", args=lib.args.JsonSave(value))
+    with reader.Checkpointer(reader.JsonCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(tmp_path / "ckpt", args=reader.args.JsonRestore())
     assert restored == value
     assert _json_types(restored) == _json_types(value)
 
@@ -118,7 +112,11 @@ JAX_KEYS: dict[str, Callable[[], jax.Array]] = {
 @pytest.mark.parametrize("writer", BOTH_WAYS)
 def test_restore_jax_random_key(writer: str, kind: str, tmp_path: Path) -> None:
     key = JAX_KEYS[kind]()
-    restored = _written_then_read(writer, "JaxRandomKey", key, tmp_path / "ckpt")
+    lib, reader = LIBRARIES[writer], reader_of(writer)
+    with lib.Checkpointer(lib.JaxRandomKeyCheckpointHandler()) as checkpointer:
+        checkpointer.save(tmp_path / "ckpt", args=lib.args.JaxRandomKeySave(key))
+    with reader.Checkpointer(reader.JaxRandomKeyCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(tmp_path / "ckpt", args=reader.args.JaxRandomKeyRestore())
     is_typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     assert jnp.issubdtype(restored.dtype, jax.dtypes.prng_key) == is_typed
     if is_typed:
@@ -133,7 +131,11 @@ def test_restore_numpy_random_state(writer: str, tmp_path: Path) -> None:
     generator = np.random.RandomState(3)
     generator.standard_normal(5)  # move off the seed state, incl. a cached gaussian
     state = generator.get_state()
-    restored = _written_then_read(writer, "NumpyRandomKey", state, tmp_path / "ckpt")
+    lib, reader = LIBRARIES[writer], reader_of(writer)
+    with lib.Checkpointer(lib.NumpyRandomKeyCheckpointHandler()) as checkpointer:
+        checkpointer.save(tmp_path / "ckpt", args=lib.args.NumpyRandomKeySave(state))
+    with reader.Checkpointer(reader.NumpyRandomKeyCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(tmp_path / "ckpt", args=reader.args.NumpyRandomKeyRestore())
     assert len(restored) == len(state) == 5
     assert restored[0] == state[0]
     assert digest(restored[1]) == digest(state[1])
