@@ -18,8 +18,7 @@ import jaxpoint.core as ocp
 from jaxpoint.core import args as ocp_args
 from jaxpoint.core import multihost
 from jaxpoint.core.errors import InvalidArgumentError
-from jaxpoint.flax_adapter import optimizer_change
-from jaxpoint.flax_adapter.scalar_target import scalar_aware_target
+from jaxpoint.flax_adapter import nnx_optimizer_change, optimizer_change
 from jaxpoint.flax_adapter.state_binding import StateBinding
 
 logger = logging.getLogger(__name__)
@@ -67,13 +66,15 @@ class TrainingCheckpointer:
             return None
         saved = self._manager.item_metadata(step)[_STATE]
         live = self._binding.target(saved)
-        if optimizer_change.has_changed_optimizer(saved, live):
+        if self._binding.is_nnx and not self._binding.is_wrapped:
+            state_args, finish = self._nnx_request(saved, live)
+        elif optimizer_change.has_changed_optimizer(saved, live):
             if self._optimizer_changed == "raise":
                 optimizer_change.raise_for_changed_optimizer(saved, live)
             state_args, finish = self._changed_optimizer_request(saved, live)
         else:
-            target, finish = scalar_aware_target(saved, live)
-            state_args = ocp_args.StandardRestore(target)
+            # The core restores a Python scalar as the target asks (and the other way).
+            state_args, finish = ocp_args.StandardRestore(live), _unchanged
         names: dict[str, Any] = {_STATE: state_args}
         names.update({name: ocp_args.JsonRestore() for name in self._items})
         if self._config is not None:
@@ -91,11 +92,23 @@ class TrainingCheckpointer:
     def _changed_optimizer_request(self, saved: Any, live: Any) -> tuple[Any, Any]:
         choice = self._optimizer_changed
         if choice == "reinitialize":
-            target, cast = scalar_aware_target(saved, optimizer_change.kept_fields(live))
+            target = optimizer_change.kept_fields(live)
             return (ocp_args.PyTreeRestore(item=target, partial_restore=True),
-                    lambda tree: optimizer_change.rebuilt(live, cast(tree), choice))
+                    lambda tree: optimizer_change.rebuilt(live, tree, choice))
         return (ocp_args.StandardRestore(None),
                 lambda tree: optimizer_change.rebuilt(live, tree, choice))
+
+    def _nnx_request(self, saved: Any, live: Any) -> tuple[Any, Any]:
+        paths = nnx_optimizer_change.optimizer_paths(self._trainer.state)
+        error = nnx_optimizer_change.changed_optimizer_error(saved, live, paths)
+        if error is None:
+            return ocp_args.StandardRestore(live), _unchanged
+        if self._optimizer_changed == "raise":
+            nnx_optimizer_change.raise_for_changed_optimizer(error)
+        if self._optimizer_changed == "transfer":
+            nnx_optimizer_change.refuse_transfer()
+        target = nnx_optimizer_change.without_opt_states(live, paths)
+        return ocp_args.PyTreeRestore(item=target, partial_restore=True), _unchanged
 
     def save(self, step: int, *, metrics: Mapping[str, Any] | None = None,
              force: bool = False) -> bool:
@@ -157,10 +170,10 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
     names to functions returning JSON-able values saved with every step (restored into
     `restored_items`); `config` (an `ml_collections.ConfigDict` or a dict) is saved as JSON
     and restored into `restored_config`. A `callbacks` or `hooks` list on the trainer gets
-    the callback appended. When a linen TrainState's optimizer no longer fits the
-    checkpoint, `optimizer_changed` decides: "raise" (name the first differing node),
-    "reinitialize" (restore the rest, start the optimizer afresh) or "transfer" (also keep
-    the saved optimizer leaves that still fit). `preemption_source` replaces the manager's
+    the callback appended. When the optimizer of a linen TrainState or an `nnx.Optimizer`
+    no longer fits the checkpoint, `optimizer_changed` decides: "raise" (name the first
+    differing node), "reinitialize" (restore the rest, start the optimizer afresh) or, for
+    a TrainState, "transfer" (also keep the saved optimizer leaves that still fit). `preemption_source` replaces the manager's
     default (SIGTERM alone, JAX's preemption sync point under `jax.distributed`).
     """
     items = dict(items or {})
@@ -189,6 +202,10 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
             hooks.append(checkpointer)
             break
     return checkpointer
+
+
+def _unchanged(tree: Any) -> Any:
+    return tree
 
 
 def _config_as_json(config: Any) -> Any:
