@@ -8,7 +8,6 @@ keeps every saved leaf that still fits (Adam moments across a new clipping stage
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
 import jax
@@ -19,6 +18,7 @@ from jaxpoint.optax_adapter import (
     check_opt_state_structure,
     reinitialize_opt_state,
     transfer_opt_state,
+    without_opt_state,
 )
 
 OptimizerChange = Literal["raise", "reinitialize", "transfer"]
@@ -62,8 +62,7 @@ def raise_for_changed_optimizer(saved: Any, target: Any) -> None:
 def kept_fields(target: Any) -> dict[str, Any]:
     """The array fields of a TrainState-like `target` except `opt_state`: what
     "reinitialize" restores (a partial restore: the old optimizer state is never read)."""
-    return {field.name: getattr(target, field.name) for field in dataclasses.fields(target)
-            if field.metadata.get("pytree_node", True) and field.name != "opt_state"}
+    return without_opt_state(target)
 
 
 def rebuilt(target: Any, restored: Any, choice: OptimizerChange) -> Any:
