@@ -200,8 +200,31 @@ def test_reinitialize_restores_the_model_and_keeps_the_new_optimizer_fresh(tmp_p
     train_step(new_model, new_optimizer, *batch_for(3))
 
 
-def test_transfer_is_refused_for_nnx_objects(tmp_path):
+def test_transfer_keeps_the_adam_moments_across_a_new_clipping_stage(tmp_path):
+    model, optimizer = _saved_with_adamw(tmp_path)
+    new_model = BatchNormMlp(nnx.Rngs(7, dropout=8))
+    grown = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-2))
+    new_optimizer = nnx.Optimizer(new_model, grown, wrt=nnx.Param)
+    with attach(types.SimpleNamespace(state=(new_model, new_optimizer)), tmp_path,
+                optimizer_changed="transfer"):
+        pass
+
+    _assert_states_equal(nnx.state(new_model), nnx.state(model))
+    assert isinstance(new_model.dropout.rngs.key, nnx.RngKey)
+    adam = new_optimizer.opt_state[1][0]
+    assert isinstance(adam, optax.ScaleByAdamState) and int(adam.count[...]) == 2
+    np.testing.assert_array_equal(adam.mu["dense"]["kernel"][...],
+                                  optimizer.opt_state[0].mu["dense"]["kernel"][...])
+    np.testing.assert_array_equal(adam.nu["norm"]["scale"][...],
+                                  optimizer.opt_state[0].nu["norm"]["scale"][...])
+    train_step(new_model, new_optimizer, *batch_for(3))
+
+
+def test_transfer_refuses_a_model_that_changed_too(tmp_path):
     _saved_with_adamw(tmp_path)
-    with pytest.raises(ocp.CheckpointError,
-                       match=r"got 'transfer'.*optimizer_changed='reinitialize'"):
-        attach(types.SimpleNamespace(state=_with_sgd()), tmp_path, optimizer_changed="transfer")
+    wider = nnx.Linear(3, 8, rngs=nnx.Rngs(0))
+    trainer = types.SimpleNamespace(state=(wider, nnx.Optimizer(wider, optax.sgd(0.1),
+                                                                wrt=nnx.Param)))
+    with pytest.raises(ocp.TreeMismatchError, match=r"Expected the checkpoint to hold "
+                       r"state\.0\.bias with shape \(8,\), found nothing"):
+        attach(trainer, tmp_path, optimizer_changed="transfer")

@@ -92,3 +92,18 @@ def test_a_target_without_the_field_is_refused():
                        match=r"optimizer state at 'opt_state'.*got dict with \['params'\]"
                              r".*field="):
         restore_args_without_opt_state({"params": PARAMS})
+
+
+def test_layers_of_a_list_pair_up_in_order(tmp_path):
+    params = {"layers": [jnp.ones((2, 3)), jnp.ones((2, 3))]}
+    grads = {"layers": [jnp.full((2, 3), 0.5), jnp.full((2, 3), -2.0)]}
+    _, old = optax.adam(1e-3).update(grads, optax.adam(1e-3).init(params), params)
+    ocp.save(tmp_path / "ckpt", {"opt_state": old})
+    saved = ocp.restore(tmp_path / "ckpt")["opt_state"]
+
+    grown = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+    moved = transfer_opt_state(saved, grown.init(params))
+
+    for index in (0, 1):
+        np.testing.assert_array_equal(moved[1][0].mu["layers"][index],
+                                      old[0].mu["layers"][index])

@@ -4,17 +4,25 @@ The saved tree is the objects' pure dict; each optimizer's Optax state sits unde
 path, at `<path>.opt_state`. "raise" names the first differing node of the first optimizer
 that no longer fits; "reinitialize" restores everything else (the parameters, batch
 statistics, RNG streams, the optimizer's step) and leaves each changed optimizer with the
-state it was built with. "transfer" is refused: a pure dict does not keep the Optax state
-types that `transfer_opt_state` matches leaves by.
+state it was built with; "transfer" also keeps every saved optimizer leaf that still fits
+(`optax_adapter.transfer_opt_state` on the two pure dicts).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import jaxpoint.core as ocp
+import numpy as np
 from flax import nnx
-from jaxpoint.core.errors import InvalidArgumentError
-from jaxpoint.optax_adapter import OptStateMismatchError, check_opt_state_structure, dotted
+from jaxpoint.optax_adapter import (
+    OptStateMismatchError,
+    check_opt_state_structure,
+    dotted,
+    transfer_opt_state,
+)
 
 _OPT_STATE = "opt_state"
 
@@ -36,9 +44,10 @@ def changed_optimizer_error(saved: Any, live_pure: Any,
     saved = getattr(saved, "tree", saved)  # metadata(path).item_metadata is a TreeMetadata
     for path in paths:
         stored = _lookup(saved, (*path, _OPT_STATE))
-        wanted = _lookup(live_pure, (*path, _OPT_STATE))
-        if stored is None or wanted is None:
+        if stored is None:
             continue
+        # A pure dict leaves out an optimizer state without leaves (plain sgd).
+        wanted = _lookup(live_pure, (*path, _OPT_STATE)) or {}
         try:
             check_opt_state_structure(stored, wanted, where=f"state.{dotted((*path, _OPT_STATE))}")
         except OptStateMismatchError as error:
@@ -48,17 +57,8 @@ def changed_optimizer_error(saved: Any, live_pure: Any,
 
 def raise_for_changed_optimizer(error: OptStateMismatchError) -> None:
     raise OptStateMismatchError(
-        f"{error} With attach and NNX objects, pass optimizer_changed='reinitialize' to "
-        "restore everything else and keep the optimizer's freshly built state.") from None
-
-
-def refuse_transfer() -> None:
-    raise InvalidArgumentError(
-        "Expected optimizer_changed='raise' or 'reinitialize' for NNX objects whose "
-        "optimizer changed, got 'transfer': their pure dict does not keep the Optax state "
-        "types that moments are matched by. To fix, pass optimizer_changed='reinitialize', "
-        "or restore the old state without a target and copy the moments you need with "
-        "optax_adapter.transfer_opt_state.")
+        f"{error} With attach, pass optimizer_changed='reinitialize' (the optimizer keeps "
+        "the state it was built with) or optimizer_changed='transfer'.") from None
 
 
 def without_opt_states(live_pure: dict[Any, Any],
@@ -76,6 +76,40 @@ def without_opt_states(live_pure: dict[Any, Any],
         return kept
 
     return prune(live_pure, ())
+
+
+def transferred(saved: Any, live_pure: dict[Any, Any],
+                paths: list[tuple[str, ...]]) -> dict[Any, Any]:
+    """The pure dict to write back: `saved` (the whole state restored without a target)
+    placed like `live_pure`, each optimizer's state carried over by `transfer_opt_state`."""
+    opt_states = {(*path, _OPT_STATE) for path in paths}
+
+    def build(stored: Any, live: Any, where: tuple[str, ...]) -> Any:
+        if where in opt_states:
+            return transfer_opt_state({} if stored is None else stored, live)
+        if live is None:
+            return None
+        if isinstance(live, dict):
+            return {key: build(_lookup(stored, (str(key),)), value, (*where, str(key)))
+                    for key, value in live.items()}
+        return _placed_like(stored, live, where)
+
+    return build(saved, live_pure, ())
+
+
+def _placed_like(stored: Any, live: Any, where: tuple[str, ...]) -> Any:
+    if stored is None or np.shape(stored) != np.shape(live):
+        found = "nothing" if stored is None else f"shape {np.shape(stored)}"
+        raise ocp.TreeMismatchError(
+            f"Expected the checkpoint to hold state.{dotted(where)} with shape "
+            f"{np.shape(live)}, found {found}. Only the optimizer may change when resuming "
+            "with optimizer_changed='transfer'. To fix, build the model the checkpoint was "
+            "written with.")
+    if not isinstance(live, jax.Array):
+        return type(live)(stored)
+    if not jax.dtypes.issubdtype(live.dtype, jax.dtypes.prng_key):
+        stored = jnp.asarray(stored, dtype=live.dtype)
+    return jax.device_put(stored, live.sharding)
 
 
 def _lookup(tree: Any, path: tuple[str, ...]) -> Any:

@@ -106,7 +106,8 @@ class TrainingCheckpointer:
         if self._optimizer_changed == "raise":
             nnx_optimizer_change.raise_for_changed_optimizer(error)
         if self._optimizer_changed == "transfer":
-            nnx_optimizer_change.refuse_transfer()
+            return (ocp_args.StandardRestore(None),
+                    lambda tree: nnx_optimizer_change.transferred(tree, live, paths))
         target = nnx_optimizer_change.without_opt_states(live, paths)
         return ocp_args.PyTreeRestore(item=target, partial_restore=True), _unchanged
 
@@ -172,8 +173,8 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
     and restored into `restored_config`. A `callbacks` or `hooks` list on the trainer gets
     the callback appended. When the optimizer of a linen TrainState or an `nnx.Optimizer`
     no longer fits the checkpoint, `optimizer_changed` decides: "raise" (name the first
-    differing node), "reinitialize" (restore the rest, start the optimizer afresh) or, for
-    a TrainState, "transfer" (also keep the saved optimizer leaves that still fit). `preemption_source` replaces the manager's
+    differing node), "reinitialize" (restore the rest, start the optimizer afresh) or
+    "transfer" (also keep the saved optimizer leaves that still fit). `preemption_source` replaces the manager's
     default (SIGTERM alone, JAX's preemption sync point under `jax.distributed`).
     """
     items = dict(items or {})
