@@ -23,24 +23,36 @@ PINNED_HOST = "pinned_host"
 HostShard = tuple[Any, Any]
 
 
-def owned_shards(leaf: jax.Array) -> list[HostShard]:
-    """The shards of `leaf` this process writes: its own, once per replica group."""
+def owned_shards(leaf: jax.Array, *, every_replica: bool = False) -> list[HostShard]:
+    """The shards of `leaf` this process writes: its own, once per replica group.
+
+    `every_replica=True`: every distinct index among this process's shards, whichever
+    replica holds it (a per-process local checkpoint must hold all of them).
+    """
     if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         leaf = jax.random.key_data(leaf)
-    return [(shard.index, shard.data) for shard in leaf.addressable_shards if shard.replica_id == 0]
+    if not every_replica:
+        return [(shard.index, shard.data) for shard in leaf.addressable_shards
+                if shard.replica_id == 0]
+    by_index: dict[tuple[tuple[Any, Any, Any], ...], HostShard] = {}
+    for shard in leaf.addressable_shards:
+        key = tuple((s.start, s.stop, s.step) for s in shard.index)
+        by_index.setdefault(key, (shard.index, shard.data))
+    return list(by_index.values())
 
 
 def start_host_copies(leaves: Sequence[tuple[jax.Array, bool]], *,
-                      pinned: bool | None = None) -> list[list[HostShard]]:
+                      pinned: bool | None = None,
+                      every_replica: bool = False) -> list[list[HostShard]]:
     """For each `(leaf, may_pin)`, its owned shards with their device-to-host copies started.
 
     `may_pin=False` keeps a leaf's shards in pageable memory (a host-side dtype cast
     follows). `pinned=None` pins where the device has pinned host memory and returns
     shards already on the CPU as they are; `pinned=False` never pins; `pinned=True` pins
     every shard that may be pinned, CPU shards included (a copy), and raises where a
-    device has no pinned host memory.
+    device has no pinned host memory. `every_replica`: see `owned_shards`.
     """
-    per_leaf = [owned_shards(leaf) for leaf, _ in leaves]
+    per_leaf = [owned_shards(leaf, every_replica=every_replica) for leaf, _ in leaves]
     to_pin: list[tuple[int, int]] = []
     for i, ((_, may_pin), shards) in enumerate(zip(leaves, per_leaf, strict=True)):
         for j, (_, data) in enumerate(shards):

@@ -62,6 +62,9 @@ class PyTreeCheckpointHandler:
     """
 
     typestr: ClassVar[str] = "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler"
+    # True in subclasses whose every process writes all of its shards, replicas included,
+    # into a folder of its own (the emergency local tier).
+    writes_every_replica: ClassVar[bool] = False
 
     def __init__(self, aggregate_filename: str | None = None, *, use_ocdbt: bool = True,
                  use_zarr3: bool = True, use_compression: bool | None = None,
@@ -99,7 +102,8 @@ class PyTreeCheckpointHandler:
         fmt = self._format_for(args)
         staged = stage_tree(args.item, args.save_args, is_primary=context.is_primary,
                             copy=context.is_async,
-                            pinned=getattr(args, "enable_pinned_host_transfer", None))
+                            pinned=getattr(args, "enable_pinned_host_transfer", None),
+                            every_replica=self.writes_every_replica)
         record = TreeRecord(leaves=staged.records, use_ocdbt=fmt.use_ocdbt,
                             use_zarr3=fmt.use_zarr3,
                             custom_metadata=getattr(args, "custom_metadata", None))

@@ -230,13 +230,28 @@ def _is_whole(plan: LeafPlan, layout: ReadLayout) -> bool:
             and plan.sharding.is_fully_addressable)
 
 
+def _placed_keys(data: np.ndarray, plan: LeafPlan) -> Any:
+    """The key data wrapped with its implementation, on the plan's sharding.
+
+    A sharding that spans other processes' devices is filled from this process's shards
+    (jax.device_put would check by a collective that every process passed the same value,
+    and refuses non-addressable shardings); wrapping key data runs no computation.
+    """
+    sharding = plan.sharding
+    if sharding is None:
+        return jax.random.wrap_key_data(data, impl=plan.key_impl)
+    if sharding.is_fully_addressable or not isinstance(sharding, jax.sharding.NamedSharding):
+        return jax.device_put(jax.random.wrap_key_data(data, impl=plan.key_impl), sharding)
+    placed = jax.make_array_from_callback(data.shape, sharding, lambda index: data[index])
+    return jax.random.wrap_key_data(placed, impl=plan.key_impl)
+
+
 def _assemble(plan: LeafPlan, layout: ReadLayout, data: list[np.ndarray]) -> Any:
     unique = layout.regions
     fitted = {region: _fit(buffer, region, layout.dtype)
               for region, buffer in zip(unique, data, strict=True)}
     if plan.kind is LeafKind.RANDOM_KEY:
-        keys = jax.random.wrap_key_data(fitted[unique[0]], impl=plan.key_impl)
-        return jax.device_put(keys, plan.sharding) if plan.sharding is not None else keys
+        return _placed_keys(fitted[unique[0]], plan)
     if plan.kind is LeafKind.NUMPY_ARRAY:
         return fitted[unique[0]]
     if plan.kind is LeafKind.SCALAR:

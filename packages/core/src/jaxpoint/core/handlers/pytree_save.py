@@ -1,7 +1,8 @@
 """Turning a tree into what gets written: leaf records, shard writes, strings, shardings.
 
 One pass over the tree, no I/O. Each process keeps only the shards it owns with
-`replica_id == 0`, so a replicated shard is written exactly once across all processes.
+`replica_id == 0`, so a replicated shard is written exactly once across all processes
+(a per-process local checkpoint keeps every replica's, see `owned_shards`).
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ def _chunk(write_shape: tuple[int, ...], dtype: np.dtype, args: SaveArgs | None)
 
 
 def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool,
-               pinned: bool | None = None) -> StagedTree:
+               pinned: bool | None = None, every_replica: bool = False) -> StagedTree:
     """Plans the save of `tree`; `copy` stages private host copies (async saves); `pinned`
-    chooses pinned host staging as in `start_host_copies`."""
+    chooses pinned host staging as in `start_host_copies`; `every_replica` writes this
+    process's shards of every replica, not only replica 0's (see `owned_shards`)."""
     entries, treedef = flatten_with_paths(tree)
     per_leaf_args: list[Any] = [None] * len(entries)
     if save_args is not None:
@@ -81,7 +83,8 @@ def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool,
     # all leaves overlap: staging a device state costs one transfer time, not a sum of them.
     # A leaf saved as another dtype is cast on the host, from pageable memory.
     copies = start_host_copies([(leaf, getattr(per_leaf_args[i], "dtype", None) is None)
-                                for i, leaf in arrays], pinned=pinned)
+                                for i, leaf in arrays], pinned=pinned,
+                               every_replica=every_replica)
     host_shards: list[list[HostShard]] = [[] for _ in entries]
     for (i, _), shards in zip(arrays, copies, strict=True):
         host_shards[i] = shards

@@ -17,7 +17,8 @@ Call sequence, every process of the mesh, in the same order:
      collective, so nobody waits forever in one (the deadlock of google/orbax#3181);
   4. batches of leaves, each at most `broadcast_memory_limit_bytes` per device, are stacked
      along a new replica dimension and summed over it in one jitted program each; a batch's
-     inputs are freed before the next one starts, so at most one batch exists twice.
+     inputs are freed before the next one starts, so at most one batch exists twice (see
+     `multihost.replica_sum`, shared with the emergency local tier).
 
 Usage, with orbax's names:
 
@@ -34,11 +35,8 @@ Without `single_replica_handler`, `PyTreeCheckpointHandler` uses `SingleReplicaA
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-import math
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -51,6 +49,8 @@ from jaxpoint.core.handlers.pytree_metadata import TreeRecord
 from jaxpoint.core.handlers.pytree_restore import execute_plans
 from jaxpoint.core.handlers.restore_plan import LeafPlan, RestorePlan, SavedExtras
 from jaxpoint.core.handlers.type_handler import ArrayHandler
+from jaxpoint.core.multihost.replica_sum import broadcast_batches as broadcast_batches
+from jaxpoint.core.multihost.replica_sum import sum_over_replicas
 from jaxpoint.core.storage import Location
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,6 @@ logger = logging.getLogger(__name__)
 # enough that the extra copy of one batch fits beside the restored state.
 DEFAULT_BROADCAST_MEMORY_LIMIT_BYTES = 256 * 2**20
 DEFAULT_TIMEOUT_S = 600.0
-
-_UNSIGNED_OF_BITS = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -110,23 +108,6 @@ class ReplicaLayout:
         """`spec` over the primary replica's devices only (the readers' target)."""
         devices = np.take(self.mesh.devices, [self.primary], axis=self.axis)
         return jax.sharding.NamedSharding(jax.sharding.Mesh(devices, self.mesh.axis_names), spec)
-
-
-def broadcast_batches(bytes_per_leaf: Sequence[int], limit_bytes: int) -> list[range]:
-    """Splits leaves, in order, into runs of at most `limit_bytes`; a larger leaf runs alone.
-
-    >>> broadcast_batches([3, 3, 5, 1, 9], limit_bytes=6)
-    [range(0, 2), range(2, 4), range(4, 5)]
-    """
-    batches, start, held = [], 0, 0
-    for index, size in enumerate(bytes_per_leaf):
-        if index > start and held + size > limit_bytes:
-            batches.append(range(start, index))
-            start, held = index, 0
-        held += size
-    if start < len(bytes_per_leaf):
-        batches.append(range(start, len(bytes_per_leaf)))
-    return batches
 
 
 class SingleReplicaArrayHandler(ArrayHandler):
@@ -209,12 +190,11 @@ class SingleReplicaArrayHandler(ArrayHandler):
         abstract = [jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=plans[i].sharding)
                     for (shape, dtype), i in zip(shapes, single, strict=True)]
         agreed = time.monotonic()
-        batches = self._broadcast(read, abstract, layout)
-        for i, value in zip(single, [v for batch in batches for v in batch], strict=True):
+        for i, value in zip(single, self._broadcast(read, abstract, layout), strict=True):
             values[i] = value
         logger.info("single-replica restore of %d leaves from %s: read by processes %s in %.3f s, "
-                    "broadcast in %d batches in %.3f s", len(single), item, list(layout.readers),
-                    agreed - started, len(batches), time.monotonic() - agreed)
+                    "broadcast in %.3f s", len(single), item, list(layout.readers),
+                    agreed - started, time.monotonic() - agreed)
         return values
 
     def _layout(self, plans: list[LeafPlan], leaf_args: list[SingleReplicaArrayRestoreArgs]
@@ -281,26 +261,15 @@ class SingleReplicaArrayHandler(ArrayHandler):
         return arrays
 
     def _broadcast(self, read: list[jax.Array], abstract: list[jax.ShapeDtypeStruct],
-                   layout: ReplicaLayout) -> list[tuple[jax.Array, ...]]:
-        """Collective: sums the stacked replicas batch by batch; frees each batch's inputs."""
-        sizes = [math.prod(a.sharding.shard_shape(a.shape)) * a.dtype.itemsize for a in abstract]
-        batches = broadcast_batches(sizes, self.broadcast_memory_limit_bytes)
-        results: list[tuple[jax.Array, ...]] = []
-        for number, batch in enumerate(batches, start=1):
-            stacked = tuple(_stacked(read[i] if read else None, abstract[i], layout) for i in batch)
-            if read:
-                for i in batch:
-                    read[i].delete()
-            merge = _merge_program(layout.mesh, layout.axis_name,
-                                   tuple(abstract[i].sharding.spec for i in batch))
-            merged = merge(stacked)
-            jax.block_until_ready(merged)
-            for array in stacked:
-                array.delete()
-            results.append(merged)
-            logger.debug("single-replica broadcast batch %d/%d: %d leaves, %d bytes per device",
-                         number, len(batches), len(batch), sum(sizes[i] for i in batch))
-        return results
+                   layout: ReplicaLayout) -> list[jax.Array]:
+        """Collective: the primary replica's shards, summed over the replica axis in batches."""
+        primary = set(np.take(layout.mesh.devices, layout.primary, axis=layout.axis).flat)
+        sources: list[jax.Array | None] = list(read) if read else [None] * len(abstract)
+        return sum_over_replicas(sources, abstract, mesh=layout.mesh,
+                                 axis_name=layout.axis_name,
+                                 contributes=lambda device: device in primary,
+                                 limit_bytes=self.broadcast_memory_limit_bytes,
+                                 label="single-replica broadcast", log=logger)
 
 
 def _check_index(value: Any, name: str) -> None:
@@ -363,51 +332,3 @@ def _check_published(shapes: Any, plans: list[LeafPlan], item: Location) -> bool
                 "To fix, pass the same target and restore_args on every process."
             )
     return True
-
-
-def _stacked(source: jax.Array | None, abstract: jax.ShapeDtypeStruct,
-             layout: ReplicaLayout) -> jax.Array:
-    """The leaf with a leading replica dimension: data on the primary replica, zeros elsewhere."""
-    spec = jax.sharding.PartitionSpec(layout.axis_name, *abstract.sharding.spec)
-    sharding = jax.sharding.NamedSharding(layout.mesh, spec)
-    shape = (layout.replica_count, *abstract.shape)
-    on_device = {} if source is None else {s.device: s.data for s in source.addressable_shards}
-    buffers = []
-    for device, index in sharding.addressable_devices_indices_map(shape).items():
-        data = on_device.get(device)
-        if data is not None:
-            buffers.append(data.reshape((1, *data.shape)))
-        else:
-            local = tuple(len(range(*s.indices(n))) for s, n in zip(index, shape, strict=True))
-            buffers.append(jnp.zeros(local, abstract.dtype, device=device))
-    return jax.make_array_from_single_device_arrays(shape, sharding, buffers)
-
-
-@functools.lru_cache(maxsize=64)
-def _merge_program(mesh: jax.sharding.Mesh, axis_name: str,
-                   specs: tuple[jax.sharding.PartitionSpec, ...]) -> Any:
-    """The jitted psum over the replica axis for a batch of leaves with `specs`.
-
-    Cached so that batches and restores of the same layout reuse one compiled program.
-    """
-    in_specs = tuple(jax.sharding.PartitionSpec(axis_name, *spec) for spec in specs)
-    body = functools.partial(_sum_over_replicas, axis_name=axis_name)
-    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(in_specs,), out_specs=specs))
-
-
-def _sum_over_replicas(stacked: tuple[jax.Array, ...], *, axis_name: str) -> tuple[jax.Array, ...]:
-    return tuple(_exact_psum(x[0], axis_name) for x in stacked)
-
-
-def _exact_psum(x: jax.Array, axis_name: str) -> jax.Array:
-    """Sums over the replicas, all but one of which hold zeros, keeping the bits (-0.0, NaNs)."""
-    if x.dtype == jnp.bool_:
-        return jax.lax.psum(x.astype(jnp.uint8), axis_name).astype(jnp.bool_)
-    if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        return jax.lax.complex(_exact_psum(jnp.real(x), axis_name),
-                               _exact_psum(jnp.imag(x), axis_name))
-    unsigned = _UNSIGNED_OF_BITS.get(jax.dtypes.itemsize_bits(x.dtype))
-    if unsigned is None:  # sub-byte types: an ordinary sum
-        return jax.lax.psum(x, axis_name)
-    bits = jax.lax.psum(jax.lax.bitcast_convert_type(x, unsigned), axis_name)
-    return jax.lax.bitcast_convert_type(bits, x.dtype)

@@ -63,7 +63,7 @@ def broadcast_one_to_some(
             f"Expected is_source to be a bool for {what}, got {is_source!r} on process "
             f"{process_index()}. To fix, pass True on exactly one member of {list(group.members)}."
         )
-    text = _encoded(value, what=what) if is_source else ""
+    text = encoded_json(value, what=what) if is_source else ""
     if len(group.members) == 1:
         if not is_source:
             raise InvalidArgumentError(
@@ -105,7 +105,8 @@ def broadcast_one_to_some(
     return json.loads(text)
 
 
-def _encoded(value: Any, *, what: str) -> str:
+def encoded_json(value: Any, *, what: str) -> str:
+    """`value` as JSON text, or an error naming `what` and how to fix it."""
     try:
         return json.dumps(value)
     except (TypeError, ValueError) as error:

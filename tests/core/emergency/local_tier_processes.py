@@ -1,0 +1,152 @@
+"""What the processes of the local-tier tests run (children import this module by name).
+
+A launch either saves local steps (then, in some processes, is SIGKILLed in the middle of
+the next save), or restores from folders the test prepared: every scenario of one launch
+builds a LocalTier on its own folders, agrees on a step, restores it and compares every
+shard it holds with the state built afresh for that step, bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from jaxpoint.core import multihost
+from jaxpoint.core.emergency import LocalTier
+
+STEPS = (1, 2, 3)
+KILLED_STEP = 4
+SPECS = {"weights": P(None, "model"), "bias": P("model"), "counts": P(), "mask": P("model"),
+         "key": P()}
+
+
+def mesh(devices_per_row: int, *, transpose: bool = False) -> jax.sharding.Mesh:
+    """Replicas along axis 0; with `transpose`, the same devices in another order."""
+    devices = np.array(jax.devices()).reshape(-1, devices_per_row)
+    if transpose:
+        devices = devices.T.reshape(-1, devices_per_row)
+    return jax.sharding.Mesh(devices, ("replica", "model"))
+
+
+def _global_values(step: int) -> dict[str, np.ndarray]:
+    weights = (np.arange(8 * 16, dtype=np.float32).reshape(8, 16) + step * 1000)
+    weights[0, :3] = [-0.0, np.nan, np.inf]
+    weights.view(np.uint32)[1, 0] = 0x7FC00123  # a NaN with a payload: only bits show it
+    return {
+        "weights": weights,
+        "bias": (np.linspace(-1, 1, 16) * step).astype(jnp.bfloat16),
+        "counts": (np.arange(16, dtype=np.int8).reshape(4, 4) - step),
+        "mask": np.arange(8) % (step + 1) == 0,
+        "key": np.asarray(jax.random.key_data(jax.random.key(step, impl="rbg"))),
+    }
+
+
+def make_state(the_mesh: jax.sharding.Mesh, step: int) -> dict[str, jax.Array]:
+    values = _global_values(step)
+    state = {}
+    for name, value in values.items():
+        sharding = NamedSharding(the_mesh, SPECS[name])
+        state[name] = jax.make_array_from_callback(value.shape, sharding,
+                                                   lambda index, v=value: v[index])
+    state["key"] = jax.random.wrap_key_data(state["key"], impl="rbg")
+    return state
+
+
+def abstract_state(the_mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+                        make_state(the_mesh, 0))
+
+
+def items_of(step: int) -> dict[str, Any]:
+    return {"data": {"position": step * 10, "epoch": 0}, "config": {"lr": 0.5}}
+
+
+def _shard_bytes(state: dict[str, jax.Array]) -> dict[str, list[tuple[str, bytes]]]:
+    found = {}
+    for name, leaf in state.items():
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        found[name] = sorted((str(s.device.id), np.asarray(s.data).tobytes())
+                             for s in leaf.addressable_shards)
+    return found
+
+
+class _Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _capture() -> _Captured:
+    handler = _Captured()
+    emergency = logging.getLogger("jaxpoint.core.emergency")
+    emergency.setLevel(logging.DEBUG)  # the broadcast batches are debug lines
+    emergency.addHandler(handler)
+    return handler
+
+
+def save_then_die(root: str, devices_per_row: int, dying: list[int],
+                  ram_root: str | None) -> dict[str, Any]:
+    """Saves STEPS into `<root>/p<i>` (and `<ram_root>/p<i>`), then the processes in `dying`
+    are SIGKILLed just after `save(KILLED_STEP)` returned (its write still in flight)."""
+    index = multihost.process_index()
+    the_mesh = mesh(devices_per_row)
+    report: dict[str, Any] = {"process": index}
+    folders = [Path(root)] + ([Path(ram_root)] if ram_root else [])
+    tiers = [LocalTier(folder / f"p{index}", global_mesh=the_mesh, max_to_keep=3)
+             for folder in folders]
+    for step in STEPS:
+        state = make_state(the_mesh, step)
+        for tier in tiers:
+            tier.save(step, state, items=items_of(step))
+    for tier in tiers:
+        tier.wait_until_finished()
+    report["steps"] = tiers[0].local_steps()
+    multihost.sync_global_processes("saved", timeout_s=60)
+    tiers[0].save(KILLED_STEP, make_state(the_mesh, KILLED_STEP), items=items_of(KILLED_STEP))
+    if index in dying:
+        os.kill(os.getpid(), signal.SIGKILL)
+    tiers[0].wait_until_finished()
+    report["steps_after"] = tiers[0].local_steps()
+    return report
+
+
+def restore_scenarios(root: str, devices_per_row: int,
+                      scenarios: list[dict[str, Any]]) -> dict[str, Any]:
+    """Runs each scenario {name, folder, transpose?, rows?} and reports what it restored."""
+    index = multihost.process_index()
+    captured = _capture()
+    results: dict[str, Any] = {}
+    for scenario in scenarios:
+        captured.lines.clear()
+        rows = scenario.get("rows", devices_per_row)
+        the_mesh = mesh(rows, transpose=scenario.get("transpose", False))
+        tier = LocalTier(Path(scenario["folder"]) / f"p{index}", global_mesh=the_mesh,
+                         broadcast_memory_limit_bytes=scenario.get("limit", 2**28))
+        result: dict[str, Any] = {"local_steps": tier.local_steps()}
+        step = tier.agree_on_restorable_step()
+        result["step"] = step
+        if step is not None:
+            state, items = tier.restore(step, abstract_state(the_mesh))
+            expected = _shard_bytes(make_state(the_mesh, step))
+            got = _shard_bytes(state)
+            result["items"] = items
+            result["mismatched"] = sorted(n for n in expected if expected[n] != got[n])
+            result["shardings_equal"] = all(
+                state[n].sharding == make_state(the_mesh, step)[n].sharding for n in state)
+        tier.close()
+        result["log"] = list(captured.lines)
+        results[scenario["name"]] = result
+    del root
+    return results
