@@ -71,6 +71,15 @@ def test_extra_items_and_config_are_saved_as_json_and_restored(tmp_path):
         assert ckpt.restored_config.model.features == 4 and ckpt.restored_config.lr == 0.01
 
 
+def test_a_plain_dict_config_comes_back_as_a_dict(tmp_path):
+    with attach(types.SimpleNamespace(state={"w": jax.numpy.ones(2)}), tmp_path,
+                config={"lr": 0.1, "layers": [4, 4]}) as ckpt:
+        ckpt.save(1, force=True)
+    with attach(types.SimpleNamespace(state={"w": jax.numpy.zeros(2)}), tmp_path,
+                config={}) as ckpt:
+        assert ckpt.restored_config == {"lr": 0.1, "layers": [4, 4]}
+
+
 def test_clu_call_and_hook_list(tmp_path):
     trainer = _trainer(callbacks=[])
     with attach(trainer, tmp_path) as ckpt:
@@ -151,6 +160,18 @@ def test_a_preemption_source_replaces_sigterm(tmp_path):
 def test_reserved_item_names_are_refused(tmp_path):
     with pytest.raises(ocp.CheckpointError, match=r"got 'state' in items=\['state'\].*rename"):
         attach(_trainer(), tmp_path, items={"state": dict})
+
+
+def test_an_item_that_is_not_a_function_is_refused(tmp_path):
+    with pytest.raises(ocp.CheckpointError, match=r"Expected items\['data'\] to be a function"
+                                                  r".*got dict.*lambda: value"):
+        attach(_trainer(), tmp_path, items={"data": {"index": 3}})
+
+
+def test_a_config_that_is_not_a_config_dict_is_refused(tmp_path):
+    with pytest.raises(ocp.CheckpointError, match=r"Expected config to be an "
+                                                  r"ml_collections.ConfigDict or a dict, got list"):
+        attach(_trainer(), tmp_path, config=["lr", 0.1])
 
 
 def test_a_trainer_without_state_is_refused(tmp_path):

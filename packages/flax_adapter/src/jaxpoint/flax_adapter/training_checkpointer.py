@@ -183,6 +183,18 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
             raise InvalidArgumentError(
                 f"Expected extra item names other than {_STATE!r}, {_CONFIG!r} and "
                 f"'metrics', got {reserved!r} in items={sorted(items)}. To fix, rename it.")
+    for name, read in items.items():
+        if not callable(read):
+            raise InvalidArgumentError(
+                f"Expected items[{name!r}] to be a function returning the value to save with "
+                f"each step, got {type(read).__name__}. To fix, pass items={{{name!r}: lambda: "
+                "value}, so the value is read when the step is saved.")
+    if config is not None and not (isinstance(config, Mapping)
+                                   or callable(getattr(config, "to_dict", None))):
+        raise InvalidArgumentError(
+            f"Expected config to be an ml_collections.ConfigDict or a dict, got "
+            f"{type(config).__name__}. To fix, pass the ConfigDict, or vars(args) for an "
+            "argparse namespace.")
     names = [_STATE, *items] + ([_CONFIG] if config is not None else [])
     manager = ocp.CheckpointManager(directory, options, item_names=names,
                                     preemption_source=preemption_source)
