@@ -53,6 +53,8 @@ def test_model_and_optimizer_restore_with_variable_types(tmp_path):
     assert int(new_model.dropout.rngs.count[...]) == int(model.dropout.rngs.count[...]) > 0
     assert isinstance(new_optimizer, nnx.Optimizer)
     assert isinstance(new_optimizer.opt_state[0], optax.ScaleByAdamState)
+    assert isinstance(new_optimizer.step, nnx.OptState)
+    assert isinstance(new_optimizer.opt_state[0].mu["dense"]["kernel"], nnx.OptState)
     assert int(new_optimizer.step[...]) == 2
     _assert_states_equal(nnx.state((new_model, new_optimizer)), nnx.state((model, optimizer)))
     # Same next step from both: batch stats, RNG stream and moments all came back.
