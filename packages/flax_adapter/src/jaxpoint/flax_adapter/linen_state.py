@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.handlers import ArrayMetadata
+from jaxpoint.core.metadata import NamedShardingMetadata
 from jaxpoint.optax_adapter import dotted, leaf_path
 
 
@@ -58,10 +59,7 @@ def _annotated_spec(box: nn.Partitioned,
 
 
 def _check_axes(spec: jax.sharding.PartitionSpec, mesh: jax.sharding.Mesh, path: Any) -> None:
-    names = {name for entry in spec if entry is not None
-             for name in (entry if isinstance(entry, tuple) else (entry,))
-             if isinstance(name, str)}
-    unknown = sorted(names - set(mesh.axis_names))
+    unknown = sorted(_axis_names(spec) - set(mesh.axis_names))
     if unknown:
         raise InvalidArgumentError(
             f"Expected the partitioning of {dotted(leaf_path(path))} ({spec}) to name axes of "
@@ -76,16 +74,19 @@ def _saved_specs(saved: Any, mesh: jax.sharding.Mesh) -> dict[tuple[str, ...], A
     specs = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(
             saved, is_leaf=lambda node: isinstance(node, ArrayMetadata))[0]:
-        description = getattr(leaf, "sharding_description", None) or {}
-        if description.get("sharding_type") != "NamedSharding":
+        sharding = leaf.sharding if isinstance(leaf, ArrayMetadata) else None
+        if not isinstance(sharding, NamedShardingMetadata):
             continue
-        entries = [tuple(entry) if isinstance(entry, list) else entry
-                   for entry in description.get("partition_spec", [])]
-        names = {name for entry in entries if entry is not None
-                 for name in (entry if isinstance(entry, tuple) else (entry,))}
-        if names <= set(mesh.axis_names):
-            specs[leaf_path(path)] = jax.sharding.PartitionSpec(*entries)
+        spec = jax.sharding.PartitionSpec(*sharding.partition_spec)
+        if _axis_names(spec) <= set(mesh.axis_names):
+            specs[leaf_path(path)] = spec
     return specs
+
+
+def _axis_names(spec: jax.sharding.PartitionSpec) -> set[str]:
+    return {name for entry in spec if entry is not None
+            for name in (entry if isinstance(entry, tuple) else (entry,))
+            if isinstance(name, str)}
 
 
 def _with(leaf: Any, sharding: jax.sharding.Sharding) -> Any:
