@@ -59,7 +59,7 @@ def interrupted_losses(script: str, directory: Path, *, steps: int,
     resumes after it. Returns the losses by step (the resumed run's where both ran) and
     the step the first run stopped at.
     """
-    first = _run(script, directory, steps=steps, delay_s=0.1)
+    first = _run(script, directory, steps=steps, delay_s=0.2)
     lines = []
     assert first.stdout is not None
     for line in first.stdout:
