@@ -85,6 +85,8 @@ FIELDS: dict[tuple[str, str], str] = {
     ("StandardSave", "item"): "tests/reliability/test_integrity.py",
     ("StandardSave", "save_args"): "tests/core/interop/libraries.py",
     ("StandardSave", "custom_metadata"): "tests/object_storage/test_checkpointer.py",
+    # Orbax's manager fields accepted at their default only (refused otherwise, below).
+    **{("CheckpointManagerOptions", f): HERE for f in manager_options._ORBAX_ONLY},
 }
 
 
@@ -201,3 +203,15 @@ def test_array_and_random_key_save_args_cast_on_save(tmp_path):
     assert np.asarray(restored).dtype == np.float16
     with pytest.raises(InvalidArgumentError, match="aggregate"):
         ocp.args.JaxRandomKeySave(jax.random.key(0), save_args=ocp.SaveArgs(aggregate=True))
+
+
+@pytest.mark.parametrize("field", sorted(manager_options._ORBAX_ONLY))
+def test_orbax_only_manager_fields_take_their_default_and_refuse_the_rest(field):
+    default, _ = manager_options._ORBAX_ONLY[field]
+    assert getattr(ocp.CheckpointManagerOptions(**{field: default}), field) is default
+    other = {None: "x", False: True, True: False}[default]
+    with pytest.raises(InvalidArgumentError,
+                       match=rf"Expected CheckpointManagerOptions\.{field} to be {default!r} "
+                             r"\(Orbax's default; jaxpoint has no such machinery\), got .*\. "
+                             r"To fix, (drop it|pass todelete_subdir='todelete')"):
+        ocp.CheckpointManagerOptions(**{field: other})

@@ -135,12 +135,60 @@ def test_registry_feeds_a_manager(tmp_path):
     registry = ocp.handlers.create_default_handler_registry(
         state=ocp.StandardCheckpointHandler(), meta=ocp.JsonCheckpointHandler())
     options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
-    with ocp.CheckpointManager(tmp_path, options=options,
-                               item_handlers=registry.item_handlers()) as manager:
+    with ocp.CheckpointManager(tmp_path, options=options, handler_registry=registry) as manager:
         manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave({"x": np.ones(2)}),
                                                 meta=ocp.args.JsonSave({"lr": 0.1})))
         restored = manager.restore(0)
+        with pytest.raises(ValueError, match=r"Unknown item name\(s\) \['other'\]"):
+            manager.save(1, args=ocp.args.Composite(other=ocp.args.JsonSave({})))
     assert restored["meta"] == {"lr": 0.1}
+    with ocp.CheckpointManager(tmp_path, options=options,
+                               item_handlers=registry.item_handlers()) as manager:
+        assert manager.restore(0)["meta"] == {"lr": 0.1}
+
+
+@pytest.mark.parametrize(("build", "match"), [
+    (lambda d, r: ocp.CheckpointManager(d, handler_registry=r, item_names=["state"]),
+     r"Expected either handler_registry or item_names, got both"),
+    (lambda d, r: ocp.CheckpointManager(d, ocp.Checkpointer(ocp.StandardCheckpointHandler()),
+                                        handler_registry=r),
+     r"Expected either handler_registry or checkpointers, got both"),
+    (lambda d, r: ocp.CheckpointManager(d, handler_registry=r.item_handlers()),
+     r"Expected handler_registry to be a DefaultCheckpointHandlerRegistry, got dict"),
+    (lambda d, r: r.add(None, ocp.args.JsonSave, ocp.StandardCheckpointHandler()) or
+     ocp.CheckpointManager(d / "run", handler_registry=r),
+     r"Expected handler_registry entries for item=None to use the handler registered for "
+     r"JsonSave, got StandardCheckpointHandler"),
+])
+def test_malformed_handler_registry(tmp_path, build, match):
+    registry = ocp.handlers.create_default_handler_registry(state=ocp.StandardCheckpointHandler())
+    with pytest.raises(ValueError, match=match):
+        build(tmp_path, registry)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_orbax_logger_is_accepted_as_none_only(tmp_path):
+    with ocp.CheckpointManager(tmp_path / "a", logger=None) as manager:
+        assert manager.all_steps() == []
+    with pytest.raises(ValueError, match=r"Expected CheckpointManager\(logger=None\), got "
+                                         r"object.*To fix, drop logger="):
+        ocp.CheckpointManager(tmp_path / "b", logger=object())
+    assert not (tmp_path / "b").exists()
+
+
+def test_registry_for_any_item_keeps_the_default_handlers(tmp_path):
+    """Orbax's single-item form: `registry.add(None, StandardSave)`, then plain args."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    registry.add(None, ocp.args.StandardSave)
+    registry.add(None, ocp.args.StandardRestore)
+    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
+    with ocp.CheckpointManager(tmp_path, options=options, handler_registry=registry) as manager:
+        manager.save(1, args=ocp.args.StandardSave({"x": np.arange(2)}))
+        assert manager.restore(1)["x"].tolist() == [0, 1]
+    assert (tmp_path / "1" / "default").is_dir()
+    registry.add("state", ocp.args.JsonSave)
+    with pytest.raises(ValueError, match=r"either named items or entries for any item"):
+        ocp.CheckpointManager(tmp_path, handler_registry=registry)
 
 
 def test_policies_live_at_orbax_paths():

@@ -26,7 +26,7 @@ def _args_type(args: Any) -> type:
 class DefaultCheckpointHandlerRegistry:
     """Maps `(item name, args type)` to a handler instance; item None applies to any item.
 
-    A CheckpointManager takes one through `item_handlers=registry.item_handlers()`.
+    A CheckpointManager takes one as `handler_registry=registry`, as in Orbax.
     """
 
     def __init__(self, other_registry: DefaultCheckpointHandlerRegistry | None = None) -> None:

@@ -12,10 +12,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from jaxpoint.core.errors import UnsupportedLeafError
+from jaxpoint.core.errors import InvalidArgumentError, UnsupportedLeafError
 from jaxpoint.core.handlers.custom_leaves import CustomLeaf, custom_handler_for_leaf
 from jaxpoint.core.handlers.host_copies import HostShard, is_pinned, start_host_copies
 from jaxpoint.core.handlers.leaf_args import SaveArgs, as_dtype
+from jaxpoint.core.handlers.orbax_leaf_args import taken_from_orbax
 from jaxpoint.core.handlers.pytree_metadata import (
     JAX_ARRAY,
     NP_ARRAY,
@@ -67,6 +68,20 @@ def _chunk(write_shape: tuple[int, ...], dtype: np.dtype, args: SaveArgs | None)
     return chunk_shape_for(write_shape, dtype.itemsize, args.chunk_byte_size if args else None)
 
 
+def _leaf_save_args(args: Any, leaf: Any, path: TreePath) -> SaveArgs | None:
+    args = taken_from_orbax(args, where=f"save_args for {path}")
+    if args is None or isinstance(args, SaveArgs):
+        return args
+    # An empty node (an optimizer's EmptyState, `{}`) is a leaf of the saved tree; args
+    # built by mapping over the target (Flax's save_args_from_target) repeat it there.
+    if type(args) is type(leaf) and not jax.tree_util.tree_leaves(args):
+        return None
+    raise InvalidArgumentError(
+        f"Expected SaveArgs or None in save_args at {path}, got {type(args).__name__}. To "
+        "fix, give that leaf SaveArgs(...) or None."
+    )
+
+
 def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool,
                pinned: bool | None = None, every_replica: bool = False) -> StagedTree:
     """Plans the save of `tree`; `copy` stages private host copies (async saves); `pinned`
@@ -75,7 +90,8 @@ def stage_tree(tree: Any, save_args: Any, *, is_primary: bool, copy: bool,
     entries, treedef = flatten_with_paths(tree)
     per_leaf_args: list[Any] = [None] * len(entries)
     if save_args is not None:
-        per_leaf_args = treedef.flatten_up_to(save_args)
+        per_leaf_args = [_leaf_save_args(args, leaf, path) for (path, leaf), args
+                         in zip(entries, treedef.flatten_up_to(save_args), strict=True)]
     handlers = [custom_handler_for_leaf(leaf) for _, leaf in entries]
     arrays = [(i, leaf) for i, (_, leaf) in enumerate(entries)
               if isinstance(leaf, jax.Array) and handlers[i] is None]

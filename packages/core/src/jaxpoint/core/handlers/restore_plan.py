@@ -20,6 +20,7 @@ import numpy as np
 from jaxpoint.core.errors import TreeMismatchError, UnsupportedLeafError
 from jaxpoint.core.handlers.custom_leaves import custom_handler_for_restore
 from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs, as_dtype
+from jaxpoint.core.handlers.orbax_leaf_args import taken_from_orbax
 from jaxpoint.core.handlers.pytree_metadata import (
     EMPTY_TYPES,
     KNOWN_VALUE_TYPES,
@@ -198,6 +199,8 @@ def build_restore_plan(record: TreeRecord, extras: SavedExtras, *, target: Any,
         leaf_args = treedef.flatten_up_to(restore_args) if restore_args is not None else [None] * len(entries)
     else:
         targets, leaf_args = [None] * len(entries), [leaf for _, leaf in entries]
+    leaf_args = [taken_from_orbax(args, where=f"restore_args for {path}")
+                 for (path, _), args in zip(entries, leaf_args, strict=True)]
     saved = {leaf.path.param_name: leaf for leaf in record.leaves}
     plans, missing, covered = [], [], set()
     for (path, _), leaf_target, args in zip(entries, targets, leaf_args, strict=True):

@@ -19,8 +19,10 @@ from jaxpoint.core.handlers import (
     CheckpointArgs,
     Composite,
     CompositeCheckpointHandler,
+    DefaultCheckpointHandlerRegistry,
     JsonCheckpointHandler,
     JsonSave,
+    get_registered_handler_cls,
 )
 from jaxpoint.core.manager.step_catalog import METRICS_ITEM
 from jaxpoint.core.storage import Location, validate_name
@@ -57,6 +59,49 @@ def plain_metrics(metrics: Mapping[str, Any] | None, *, step: int) -> dict[str, 
             f"{dict(metrics)!r}: {error}. To fix, convert arrays with .tolist() or float()."
         ) from error
     return converted
+
+
+def handlers_from_registry(registry: Any, *, item_names: Sequence[str] | None,
+                           item_handlers: Any, checkpointers: Any) -> Any:
+    """Orbax's `CheckpointManager(handler_registry=...)` as `item_handlers`.
+
+    Entries for a named item become that item's handler. Entries for any item (`None`)
+    are accepted only where they name the args' own registered handler, which is what a
+    manager without handlers uses anyway; anything else would be silently ignored.
+    """
+    if registry is None:
+        return item_handlers
+    given = [name for name, value in (("checkpointers", checkpointers), ("item_names", item_names),
+                                      ("item_handlers", item_handlers)) if value is not None]
+    if given:
+        raise InvalidArgumentError(
+            f"Expected either handler_registry or {' / '.join(given)}, got both (as Orbax "
+            "0.12.8 also refuses). To fix, register every item's handlers in the registry."
+        )
+    if not isinstance(registry, DefaultCheckpointHandlerRegistry):
+        raise InvalidArgumentError(
+            f"Expected handler_registry to be a DefaultCheckpointHandlerRegistry, got "
+            f"{type(registry).__name__}. To fix, build one with "
+            "ocp.handlers.DefaultCheckpointHandlerRegistry() and registry.add(...)."
+        )
+    any_item = {args_type: handler for (item, args_type), handler
+                in registry.get_all_entries().items() if item is None}
+    for args_type, handler in any_item.items():
+        if type(handler) is not get_registered_handler_cls(args_type):
+            raise InvalidArgumentError(
+                f"Expected handler_registry entries for item=None to use the handler "
+                f"registered for {args_type.__name__}, got {type(handler).__name__}. To fix, "
+                "register that handler under the item's name, e.g. registry.add('state', "
+                f"{args_type.__name__}, handler)."
+            )
+    named = registry.item_handlers()
+    if named and any_item:  # named items fix the item set; other names would be refused
+        raise InvalidArgumentError(
+            f"Expected handler_registry to hold either named items or entries for any item "
+            f"(item=None), got both: items {sorted(named)} and item=None for "
+            f"{sorted(t.__name__ for t in any_item)}. To fix, register each item by name."
+        )
+    return named or None
 
 
 class ItemLayout:

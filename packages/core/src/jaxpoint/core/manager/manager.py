@@ -27,15 +27,21 @@ from jaxpoint.core.errors import (
     StepAlreadyExistsError,
     StepNotFoundError,
 )
-from jaxpoint.core.handlers import Composite
+from jaxpoint.core.handlers import Composite, DefaultCheckpointHandlerRegistry
 from jaxpoint.core.inspection import DamagedStep, list_steps
 from jaxpoint.core.manager import leases, legacy_forms, root_metadata
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step, utc_now
 from jaxpoint.core.manager.deletion import StepDeleter
-from jaxpoint.core.manager.items import DEFAULT_ITEM, ItemLayout, plain_metrics
+from jaxpoint.core.manager.items import (
+    DEFAULT_ITEM,
+    ItemLayout,
+    handlers_from_registry,
+    plain_metrics,
+)
 from jaxpoint.core.manager.options import (
     CheckpointManagerOptions,
     preservation_policy_for,
+    refuse_orbax_logger,
     save_decision_policy_for,
 )
 from jaxpoint.core.manager.preemption_watch import PreemptionWatch, preemption_source_for
@@ -69,7 +75,13 @@ class CheckpointManager:
                  checkpointers: Any = None, options: CheckpointManagerOptions | None = None, *,
                  metadata: Mapping[str, Any] | None = None,
                  item_names: Sequence[str] | None = None, item_handlers: Any = None,
-                 preemption_source: multihost.PreemptionSource | None = None) -> None:
+                 preemption_source: multihost.PreemptionSource | None = None,
+                 handler_registry: DefaultCheckpointHandlerRegistry | None = None,
+                 logger: None = None) -> None:
+        refuse_orbax_logger(logger)
+        item_handlers = handlers_from_registry(handler_registry, item_names=item_names,
+                                               item_handlers=item_handlers,
+                                               checkpointers=checkpointers)
         # `checkpointers`: Orbax's legacy argument, or jaxpoint's options given positionally.
         built = legacy_forms.resolve_construction(checkpointers, options, item_names=item_names,
                                                   item_handlers=item_handlers)

@@ -38,6 +38,29 @@ def _check_count(options: Any, name: str, fix: str) -> None:
                          fix=fix, allow_none=True)
 
 
+_ATOMICITY_FIX = ("drop it: the storage chooses the commit (a rename where that is atomic, "
+                  "a commit marker elsewhere)")
+# Orbax field -> (the only value accepted, how to get what was asked for).
+_ORBAX_ONLY: dict[str, tuple[Any, str]] = {
+    "todelete_full_path": (None, "pass todelete_subdir='todelete' to move deleted steps into "
+                                 "a folder of the root, or drop it to delete them"),
+    "num_deletion_threads": (None, "drop it: deletions run on one thread, off the training "
+                                   "thread with enable_background_delete=True"),
+    "file_options": (None, "drop it: files and folders get the process's umask"),
+    "atomicity_options": (None, _ATOMICITY_FIX),
+    "temporary_path_class": (None, _ATOMICITY_FIX),
+    "prevent_write_metrics": (False, "drop it and call save() without metrics= to write none"),
+    "enable_should_save_is_saving_in_progress_check": (
+        True, "drop it: should_save() always tells the save-decision policy whether a save "
+              "is in flight"),
+    "enable_per_process_directory_creation": (
+        False, "drop it: the primary process creates each step's folders"),
+    "lightweight_initialize": (False, "drop it: the manager lists the steps when it opens"),
+    "single_host_load_and_broadcast": (
+        False, "drop it: every process lists the steps from the storage itself"),
+}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CheckpointManagerOptions:
     """How a CheckpointManager names, saves, keeps and deletes checkpoints.
@@ -57,6 +80,8 @@ class CheckpointManagerOptions:
     Writers: a manager opened for writing holds the directory against other processes
     (DirectoryInUseError naming the holder); `allow_concurrent_writers=True` is for
     deliberate multi-writer set-ups (see docs/reliability.md).
+    Orbax 0.12.8's fields for machinery jaxpoint does not have (`todelete_full_path`,
+    `file_options`, `lightweight_initialize`, ...) are accepted at their Orbax default only.
     """
 
     save_interval_steps: int | None = _DEFAULT_INTERVAL
@@ -85,12 +110,28 @@ class CheckpointManagerOptions:
     todelete_subdir: str | None = None
     handle_sigterm: bool = True
     allow_concurrent_writers: bool = False
+    # Orbax's fields for machinery jaxpoint does not have: accepted at the value that changes
+    # nothing, so copied options run while a real request fails loudly (_ORBAX_ONLY).
+    todelete_full_path: str | None = None
+    num_deletion_threads: int | None = None
+    file_options: Any = None
+    atomicity_options: Any = None
+    temporary_path_class: Any = None
+    prevent_write_metrics: bool = False
+    enable_should_save_is_saving_in_progress_check: bool = True
+    enable_per_process_directory_creation: bool = False
+    lightweight_initialize: bool = False
+    single_host_load_and_broadcast: bool = False
 
     def __post_init__(self) -> None:
         self._check_saving()
         self._check_keeping()
         self._check_naming()
         self._check_flags()
+        for name, (default, fix) in _ORBAX_ONLY.items():
+            if getattr(self, name) is not default:
+                raise _fail(name, f"{default!r} (Orbax's default; jaxpoint has no such "
+                            "machinery)", getattr(self, name), fix)
 
     def _check_saving(self) -> None:
         _check_count(self, "save_interval_steps", "pass a positive interval, or None to "
@@ -185,6 +226,16 @@ class CheckpointManagerOptions:
                                step_format_fixed_length=self.step_format_fixed_length,
                                step_name_format=self.step_name_format,
                                where="CheckpointManagerOptions.")
+
+
+def refuse_orbax_logger(logger: Any) -> None:
+    """Orbax's `CheckpointManager(logger=...)`: accepted as None, its default."""
+    if logger is not None:
+        raise InvalidArgumentError(
+            f"Expected CheckpointManager(logger=None), got {type(logger).__name__}: jaxpoint "
+            "has no Orbax logger classes. To fix, drop logger=; every save and restore logs "
+            "one INFO line on the 'jaxpoint' logger and reports jax.monitoring events."
+        )
 
 
 def save_decision_policy_for(options: CheckpointManagerOptions) -> decide.SaveDecisionPolicy:
