@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from jaxpoint.core.emergency import LocalTier
 
 STEPS = (1, 2, 3)
 KILLED_STEP = 4
+MIXED_STEP = 5
 SPECS = {"weights": P(None, "model"), "bias": P("model"), "counts": P(), "mask": P("model"),
          "key": P()}
 
@@ -97,9 +99,12 @@ def _capture() -> _Captured:
 
 
 def save_then_die(root: str, devices_per_row: int, dying: list[int],
-                  ram_root: str | None) -> dict[str, Any]:
+                  ram_root: str | None, mixed_root: str | None = None) -> dict[str, Any]:
     """Saves STEPS into `<root>/p<i>` (and `<ram_root>/p<i>`), then the processes in `dying`
-    are SIGKILLed just after `save(KILLED_STEP)` returned (its write still in flight)."""
+    are SIGKILLed just after `save(KILLED_STEP)` returned (its write still in flight).
+
+    `<mixed_root>/p<i>` gets step 3, and a MIXED_STEP whose tree differs on process 1.
+    """
     index = multihost.process_index()
     the_mesh = mesh(devices_per_row)
     report: dict[str, Any] = {"process": index}
@@ -112,6 +117,13 @@ def save_then_die(root: str, devices_per_row: int, dying: list[int],
             tier.save(step, state, items=items_of(step))
     for tier in tiers:
         tier.wait_until_finished()
+    if mixed_root is not None:
+        with LocalTier(Path(mixed_root) / f"p{index}", global_mesh=the_mesh) as mixed:
+            mixed.save(3, make_state(the_mesh, 3), items=items_of(3))
+            other = make_state(the_mesh, MIXED_STEP)
+            if index == 1:  # a process whose code changed the state: bias is float32 here
+                other["bias"] = other["bias"].astype(jnp.float32)
+            mixed.save(MIXED_STEP, other, items=items_of(MIXED_STEP))
     report["steps"] = tiers[0].local_steps()
     multihost.sync_global_processes("saved", timeout_s=60)
     tiers[0].save(KILLED_STEP, make_state(the_mesh, KILLED_STEP), items=items_of(KILLED_STEP))
@@ -124,7 +136,10 @@ def save_then_die(root: str, devices_per_row: int, dying: list[int],
 
 def restore_scenarios(root: str, devices_per_row: int,
                       scenarios: list[dict[str, Any]]) -> dict[str, Any]:
-    """Runs each scenario {name, folder, transpose?, rows?} and reports what it restored."""
+    """Runs each scenario {name, folder, transpose?, rows?, limit?, step?, steps?, file_on?}
+    and reports what it restored, or the error it raised. `step`: restore that step whatever
+    the agreement says (`steps`: process i restores steps[i]); `file_on`: that process's
+    folder becomes a file once built."""
     index = multihost.process_index()
     captured = _capture()
     results: dict[str, Any] = {}
@@ -132,21 +147,35 @@ def restore_scenarios(root: str, devices_per_row: int,
         captured.lines.clear()
         rows = scenario.get("rows", devices_per_row)
         the_mesh = mesh(rows, transpose=scenario.get("transpose", False))
-        tier = LocalTier(Path(scenario["folder"]) / f"p{index}", global_mesh=the_mesh,
+        folder = Path(scenario["folder"]) / f"p{index}"
+        tier = LocalTier(folder, global_mesh=the_mesh,
                          broadcast_memory_limit_bytes=scenario.get("limit", 2**28))
         result: dict[str, Any] = {"local_steps": tier.local_steps()}
-        step = tier.agree_on_restorable_step()
-        result["step"] = step
-        if step is not None:
-            state, items = tier.restore(step, abstract_state(the_mesh))
-            expected = _shard_bytes(make_state(the_mesh, step))
-            got = _shard_bytes(state)
-            result["items"] = items
-            result["mismatched"] = sorted(n for n in expected if expected[n] != got[n])
-            result["shardings_equal"] = all(
-                state[n].sharding == make_state(the_mesh, step)[n].sharding for n in state)
+        if scenario.get("file_on") == index:
+            shutil.rmtree(folder)
+            folder.write_text("")
+        try:
+            result["step"] = tier.agree_on_restorable_step()
+            step = scenario["steps"][index] if "steps" in scenario else scenario.get(
+                "step", result["step"])
+            _restore_into(result, tier, the_mesh, step)
+        except Exception as error:  # the test checks it was raised on every process
+            result["error"] = f"{type(error).__name__}: {error}"
         tier.close()
         result["log"] = list(captured.lines)
         results[scenario["name"]] = result
     del root
     return results
+
+
+def _restore_into(result: dict[str, Any], tier: LocalTier, the_mesh: jax.sharding.Mesh,
+                  step: int | None) -> None:
+    if step is None:
+        return
+    state, items = tier.restore(step, abstract_state(the_mesh))
+    expected = _shard_bytes(make_state(the_mesh, step))
+    got = _shard_bytes(state)
+    result["items"] = items
+    result["mismatched"] = sorted(n for n in expected if expected[n] != got[n])
+    result["shardings_equal"] = all(
+        state[n].sharding == make_state(the_mesh, step)[n].sharding for n in state)

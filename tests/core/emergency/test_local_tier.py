@@ -7,8 +7,16 @@ its own folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +27,17 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxpoint.core.emergency import LocalTier
-from jaxpoint.core.errors import InvalidArgumentError, StepAlreadyExistsError, StepNotFoundError
+from jaxpoint.core.errors import (
+    BackgroundSaveError,
+    InvalidArgumentError,
+    ProcessFailureError,
+    StepAlreadyExistsError,
+    StepNotFoundError,
+    StorageError,
+)
 from jaxpoint.core.inspection import verify
 from jaxpoint.core.inspection.step_names import standard_name_format
+from jaxpoint.core.storage.commit import new_tmp_name
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +116,7 @@ def test_saving_a_committed_step_again_raises(tmp_path: Path, mesh: jax.sharding
     with LocalTier(tmp_path, global_mesh=mesh) as tier:
         tier.save(3, _state(mesh, 3))
         with pytest.raises(StepAlreadyExistsError, match=r"Expected no local step 3 in .*, found "
-                           r"a committed one\. To fix, save a new step or delete"):
+                           r"one saved by this LocalTier\. To fix, save a new step or delete"):
             tier.save(3, _state(mesh, 3))
 
 
@@ -163,6 +179,126 @@ def test_bad_saves_and_targets_raise(tmp_path: Path, mesh: jax.sharding.Mesh) ->
             tier.save(1, {"w": jax.device_put(np.ones(4), NamedSharding(mesh, P("replica")))})
         assert tier.local_steps() == []
         tier.save(1, _state(mesh, 1))
-        with pytest.raises(InvalidArgumentError, match=r"at tree path \['weights'\] of "
-                           r"abstract_state, got ShapeDtypeStruct with sharding None"):
+        # Raised on every process (here one): a process alone must not leave the others waiting.
+        with pytest.raises(ProcessFailureError, match=r"checking abstract_state and looking up "
+                           r"local step 1 in .* on process 0 failed: InvalidArgumentError: "
+                           r".*at tree path \['weights'\] of abstract_state, got "
+                           r"ShapeDtypeStruct with sharding None"):
             tier.restore(1, {"weights": jax.ShapeDtypeStruct((4, 16), jnp.float32)})
+
+
+@contextlib.contextmanager
+def _file_size_limit(limit_bytes: int) -> Iterator[None]:
+    """Files this process writes may not grow past `limit_bytes` (writes fail with EFBIG, as
+    on a full disk; Python ignores SIGXFSZ). Only background writes of big files hit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def _big_state(mesh: jax.sharding.Mesh, step: int) -> dict[str, Any]:
+    noise = np.random.default_rng(step).integers(0, 2**32, (64, 1024), dtype=np.uint32)
+    return {"noise": jax.device_put(noise, NamedSharding(mesh, P(None, "model")))}
+
+
+@pytest.mark.parametrize("surfaces_in", ["wait_until_finished", "check_for_errors",
+                                         "agree_on_restorable_step"])
+def test_a_failed_background_save_raises_once_and_lists_no_step(
+        tmp_path: Path, mesh: jax.sharding.Mesh, surfaces_in: str) -> None:
+    tier = LocalTier(tmp_path, global_mesh=mesh)
+    tier.save(1, _big_state(mesh, 1))
+    tier.wait_until_finished()
+    with _file_size_limit(16 * 1024):  # each process's shards: 256 KiB of random bits
+        tier.save(2, _big_state(mesh, 2))  # returns once staged: the write fails behind
+        # In the agreement it raises on every process (here one), naming this process.
+        raised = ProcessFailureError if surfaces_in == "agree_on_restorable_step" else (
+            BackgroundSaveError)
+        with pytest.raises(raised, match=r"The asynchronous save to .*2 failed: "
+                           r".*File too large"):
+            if surfaces_in == "agree_on_restorable_step":
+                tier.agree_on_restorable_step()
+            elif surfaces_in == "wait_until_finished":
+                tier.wait_until_finished()
+            else:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    tier.check_for_errors()  # raises once the write has failed
+                    time.sleep(0.01)
+    tier.check_for_errors()  # raised once only
+    tier.wait_until_finished()
+    assert tier.local_steps() == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]  # the work folder went too
+    tier.save(2, _big_state(mesh, 2))
+    tier.close()
+    assert tier.local_steps() == [1, 2]
+
+
+def test_a_directory_that_cannot_be_a_folder_raises_clearly(tmp_path: Path,
+                                                            mesh: jax.sharding.Mesh) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    for directory in (tmp_path / "file", tmp_path / "file" / "p0"):
+        with pytest.raises(InvalidArgumentError, match=r"Expected a local directory LocalTier "
+                           r"can create and write at .*file.* on process 0, but .*To fix, pass "
+                           r"a folder on this host's disk or RAM disk"):
+            LocalTier(directory, global_mesh=mesh)
+    # A step name the folder takes, whose work folder name (longer) it refuses.
+    long_names = LocalTier(tmp_path / "long", global_mesh=mesh, step_name_format=(
+        standard_name_format(step_prefix="s" * 200)))
+    with pytest.raises(StorageError, match=r"Expected to start local step 1 in .*long on "
+                       r"process 0, but the folder refused it: .*name too long.*To fix, make "
+                       r"the directory writable"):
+        long_names.save(1, _state(mesh, 1))
+    tier = LocalTier(tmp_path / "missing" / "p0", global_mesh=mesh)  # created, with parents
+    assert (tmp_path / "missing" / "p0").is_dir()
+    # The folder is replaced by a file behind the tier's back: every call says so.
+    (tmp_path / "missing" / "p0").rmdir()
+    (tmp_path / "missing" / "p0").write_text("")
+    with pytest.raises(StorageError, match=r"Expected the local directory .*p0 to be a folder, "
+                       r"found a file\. To fix, remove the file"):
+        tier.save(1, _state(mesh, 1))
+    with pytest.raises(ProcessFailureError, match=r"listing the local steps in .*p0 on process 0 "
+                       r"failed: StorageError: .*Recovery needs every process: make that folder a readable directory"):
+        tier.agree_on_restorable_step()
+    with pytest.raises(ProcessFailureError, match=r"looking up local step 1 in .*p0 on process "
+                       r"0 failed: StorageError: Expected the local directory"):
+        tier.restore(1, _abstract(_state(mesh, 0)))
+
+
+def test_a_save_replaces_the_steps_an_earlier_run_left_at_or_after_it(
+        tmp_path: Path, mesh: jax.sharding.Mesh, caplog: pytest.LogCaptureFixture) -> None:
+    with LocalTier(tmp_path, global_mesh=mesh, enable_async_checkpointing=False) as earlier:
+        for step in (3, 4, 5):
+            earlier.save(step, _state(mesh, step))
+    # A restart resumed from step 2 (say, of the persistent tier): 3-5 are an abandoned future.
+    tier = LocalTier(tmp_path, global_mesh=mesh, max_to_keep=2)
+    with caplog.at_level(logging.WARNING, logger="jaxpoint.core.emergency"):
+        tier.save(4, _state(mesh, 40))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"LocalTier: saving step 4 in {tmp_path} deletes the local steps [4, 5] an earlier run "
+        "left (this run did not resume from them)."]
+    tier.save(5, _state(mesh, 50))
+    tier.wait_until_finished()
+    # max_to_keep keeps this run's newest steps, not the earlier run's.
+    assert tier.local_steps() == [4, 5]
+    restored, _ = tier.restore(5, _abstract(_state(mesh, 0)))
+    assert _bits(restored) == _bits(_state(mesh, 50))
+    tier.close()
+
+
+def test_work_folders_of_dead_processes_and_other_hosts_go_at_construction(
+        tmp_path: Path, mesh: jax.sharding.Mesh) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    mine = new_tmp_name("7")  # this live process's, on this host: a writer in flight
+    left = {
+        "dead": new_tmp_name("1").replace(f"-{os.getpid()}-", f"-{int(dead.stdout)}-"),
+        "other_host": re.sub(r"-(\d+)-([0-9a-f]{8})-", r"-\1-00000000-", new_tmp_name("2")),
+        "live": mine,
+    }
+    for name in left.values():
+        (tmp_path / name).mkdir()
+    LocalTier(tmp_path, global_mesh=mesh)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mine]

@@ -47,6 +47,17 @@ def _copy(saved: Path, target: Path, *, without: tuple[int, ...] = ()) -> str:
     return str(target)
 
 
+def _corrupt_data(step_folder: Path) -> None:
+    """Flips bytes in every array data file of a local step."""
+    files = [f for f in (step_folder / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
+    assert files, step_folder
+    for data_file in files:
+        raw = bytearray(data_file.read_bytes())
+        for offset in range(0, len(raw), 7):
+            raw[offset] ^= 0xFF
+        data_file.write_bytes(bytes(raw))
+
+
 def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -57,13 +68,16 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ram = Path(tempfile.mkdtemp(dir=RAM_DISK, prefix="jaxpoint-local-tier-test-"))
     try:
         saved = root / "saved"
+        mixed = root / "mixed"
         outcomes = _run(work.save_then_die, num_processes=2,
-                        args=(str(saved), 2, [0, 1], str(ram)))
+                        args=(str(saved), 2, [0, 1], str(ram), str(mixed)))
         after_save = {p: _names(saved / f"p{p}") for p in (0, 1)}
         older = Path(_copy(saved, root / "older"))
         for step in (2, 3):
             shutil.rmtree(older / "p0" / str(step))
         shutil.rmtree(ram / "p1")
+        corrupt = Path(_copy(saved, root / "corrupt", without=(1,)))
+        _corrupt_data(corrupt / "p0" / "3")
         scenarios = [
             {"name": "intact", "folder": str(saved)},
             {"name": "wiped", "folder": _copy(saved, root / "wiped", without=(1,))},
@@ -71,6 +85,12 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             {"name": "none", "folder": str(root / "nothing")},
             {"name": "transposed", "folder": str(saved), "transpose": True},
             {"name": "one_replica", "folder": str(saved), "rows": 4},
+            # Failures on one process: every process raises, and all stay in step.
+            {"name": "mixed", "folder": str(mixed)},
+            {"name": "mixed_forced", "folder": str(mixed), "step": work.MIXED_STEP},
+            {"name": "corrupt_reader", "folder": str(corrupt)},
+            {"name": "different_steps", "folder": str(saved), "steps": [3, 2]},
+            {"name": "folder_became_file", "folder": _copy(saved, root / "file"), "file_on": 1},
             {"name": "ram_wiped", "folder": str(ram), "limit": 200},
         ]
         results = _returned(_run(work.restore_scenarios, num_processes=2,
@@ -185,6 +205,68 @@ def test_a_ram_disk_folder_works_and_broadcasts_in_batches(two: dict[str, Any]) 
         assert len(batches) >= 2, result["ram_wiped"]["log"]
         assert sum(leaves for _, _, leaves, _ in batches) == len(work.SPECS)
         assert all(size <= 200 or leaves == 1 for _, _, leaves, size in batches), batches
+
+
+def test_a_step_saved_with_different_trees_is_skipped_with_a_warning(two: dict[str, Any]) -> None:
+    for result in two["results"]:
+        assert result["mixed"]["local_steps"] == [3, work.MIXED_STEP]
+    _restored(two["results"], "mixed", 3)
+    for result in two["results"]:
+        lines = [line for line in result["mixed"]["log"] if "newer steps are not restorable" in line]
+        assert len(lines) == 1, result["mixed"]["log"]
+        assert lines[0].endswith(
+            "restoring local step 3; newer steps are not restorable: step 5: its processes [0] "
+            "and [1] saved different trees: at tree path ['bias'] process 0 has shape (16,) "
+            "bfloat16, process 1 has shape (16,) float32"), lines[0]
+
+
+def test_restoring_a_step_saved_with_different_trees_raises_everywhere(
+        two: dict[str, Any]) -> None:
+    for result in two["results"]:
+        assert result["mixed_forced"]["step"] == 3
+        assert result["mixed_forced"]["error"] == (
+            "TreeMismatchError: Expected every process holding local step 5 to have saved the "
+            "same tree, but its processes [0] and [1] saved different trees: at tree path "
+            "['bias'] process 0 has shape (16,) bfloat16, process 1 has shape (16,) float32. The "
+            "step cannot be rebuilt consistently. To fix, restore the step "
+            "agree_on_restorable_step() returns (it skips such steps), and make every process "
+            "save the same state tree.")
+
+
+def test_a_failed_read_raises_on_every_process_naming_the_reader(two: dict[str, Any]) -> None:
+    # Process 0 alone reads (process 1 lost its folder); process 1 must not wait for it.
+    for process, result in enumerate(two["results"]):
+        got = result["corrupt_reader"]
+        assert got["step"] == 3
+        assert re.match(
+            r"ProcessFailureError: Expected every process in \[0, 1\] to succeed at agreement "
+            r"'local-tier/read', but process\(es\) \[0\] failed \(process 0: CheckpointError: "
+            r"reading local step 3 from .*corrupt/p0/3 on process 0 failed: .*Recovery needs "
+            r"every process: check that abstract_state matches the saved state; if the step "
+            rf"is damaged, delete that folder .*\)\. Process {process} raises this too",
+            got["error"]), got["error"]
+
+
+def test_processes_asked_for_different_steps_raise_before_reading(two: dict[str, Any]) -> None:
+    for result in two["results"]:
+        assert result["different_steps"]["error"] == (
+            "InvalidArgumentError: Expected every process to restore the same local step, got "
+            "{0: 3, 1: 2} (process: step). To fix, pass every process the step "
+            "agree_on_restorable_step() returned.")
+
+
+def test_a_folder_that_fails_to_list_raises_on_every_process(two: dict[str, Any]) -> None:
+    for process, result in enumerate(two["results"]):
+        got = result["folder_became_file"]
+        assert "step" not in got
+        assert re.match(
+            r"ProcessFailureError: Expected every process in \[0, 1\] to succeed at agreement "
+            r"'local-tier/listed', but process\(es\) \[1\] failed \(process 1: CheckpointError: "
+            r"listing the local steps in .*file/p1 on process 1 failed: StorageError: Expected "
+            r"the local directory .*file/p1 to be a folder, found a file.*Recovery needs every "
+            r"process: make that folder a readable directory \(or remove it: that process then "
+            rf"receives its shards from another replica\).*Process {process} raises this too",
+            got["error"]), got["error"]
 
 
 # ------------------------------------------------------------------- 4 processes

@@ -303,6 +303,71 @@ def restore_orbax_written(path: Path, mesh: jax.sharding.Mesh, specs: dict[str, 
     return {**state.check_arrays(restored, target), **extras}
 
 
+# ---------------------------------------------------------------- typed random keys
+
+
+def _key_data(count: int) -> np.ndarray:
+    """The data of `count` rbg keys, the same on every process."""
+    return np.asarray(jax.random.key_data(jax.random.split(jax.random.key(7, impl="rbg"), count)))
+
+
+def key_state(mesh: jax.sharding.Mesh, spec: P) -> dict[str, jax.Array]:
+    """Typed keys: a batch of rbg keys split by `spec` (across processes), a replicated one."""
+    def placed(data: np.ndarray, spec: P, impl: str) -> jax.Array:
+        sharding = jax.sharding.NamedSharding(mesh, spec)
+        return jax.random.wrap_key_data(jax.make_array_from_callback(
+            data.shape, sharding, lambda index: data[index]), impl=impl)
+
+    return {"batch": placed(_key_data(8), spec, "rbg"),
+            "single": placed(_single_key_data(), P(), "threefry2x32")}
+
+
+def _single_key_data() -> np.ndarray:
+    return np.asarray(jax.random.key_data(jax.random.key(3, impl="threefry2x32")))
+
+
+def check_keys(restored: dict[str, Any], expected: dict[str, jax.Array]) -> dict[str, str]:
+    """Leaf -> problem ('' if none): the impl, the sharding and every local shard's bits."""
+    problems = {}
+    for name, wanted in expected.items():
+        got = restored[name]
+        wanted_data = _key_data(8) if name == "batch" else _single_key_data()
+        problem = ""
+        if not jax.dtypes.issubdtype(got.dtype, jax.dtypes.prng_key) or (
+                jax.random.key_impl(got) != jax.random.key_impl(wanted)):
+            problem = f"restored {got.dtype}, not {wanted.dtype}"
+        elif got.sharding != wanted.sharding:
+            problem = f"sharding {got.sharding} instead of {wanted.sharding}"
+        elif not got.sharding.is_fully_addressable and got.is_fully_addressable:
+            problem = "restored as a local array"
+        else:
+            bad = [shard.index for shard in got.addressable_shards if not state.same_bits(
+                jax.random.key_data(shard.data), wanted_data[shard.index])]
+            problem = f"wrong key data in shards {bad}" if bad else ""
+        problems[name] = problem
+    return problems
+
+
+def typed_key_round_trip(directory: Path, mesh: jax.sharding.Mesh) -> dict[str, dict[str, str]]:
+    """A plain manager saves keys split across processes; restores them as saved and split
+    along the other mesh axis."""
+    first, second = mesh.axis_names
+    saved = key_state(mesh, P(first))
+    options = CheckpointManagerOptions(
+        multiprocessing_options=ocp.MultiprocessingOptions(barrier_timeout_s=30.0))
+    found = {}
+    with CheckpointManager(directory, options=options) as manager:
+        manager.save(0, args=ocp.args.StandardSave(saved))
+        manager.wait_until_finished()
+        for spec in (P(first), P(second)):
+            expected = key_state(mesh, spec)
+            target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                                                 sharding=a.sharding), expected)
+            restored = manager.restore(0, args=ocp.args.StandardRestore(target))
+            found[str(spec)] = check_keys(restored, expected)
+    return found
+
+
 # ---------------------------------------------------------------- a process dies mid-save
 
 
@@ -363,6 +428,7 @@ def two_process_workload(root_text: str) -> dict[str, Any]:
             lambda: restore_orbax_written(root / "orbax-written", mesh, specs))
     capture(report, "orbax_restores", lambda: orbax_restore(root / "sharded", other, {
         "weights": P("data"), "rows": P("model"), "bias": P(), "table": P()}))
+    capture(report, "typed_keys", lambda: typed_key_round_trip(root / "typed-keys", mesh))
     crash_checks(report, root, tree, crashing=1)
     return report
 
@@ -390,5 +456,6 @@ def four_process_workload(root_text: str, two_process_root: str) -> dict[str, An
         primary_replica_id=2, is_mixed=True))
     subset_checks(report, root, [0, 1] if me < 2 else [2, 3])
     capture(report, "async", lambda: async_round_trip(root / "async", tree, mesh, specs))
+    capture(report, "typed_keys", lambda: typed_key_round_trip(root / "typed-keys", mesh))
     crash_checks(report, root, tree, crashing=1)
     return report

@@ -23,7 +23,12 @@ from typing import Any, ClassVar
 from jaxpoint.core.checkpointers.checkpointer import Checkpointer
 from jaxpoint.core.checkpointers.step_metadata import read_step_metadata
 from jaxpoint.core.emergency.replicas import MeshLayout
-from jaxpoint.core.errors import CheckpointError, CorruptCheckpointError, StepNotFoundError
+from jaxpoint.core.errors import (
+    CheckpointError,
+    CorruptCheckpointError,
+    StepNotFoundError,
+    StorageError,
+)
 from jaxpoint.core.handlers import Composite, CompositeCheckpointHandler
 from jaxpoint.core.handlers.json_handler import JsonCheckpointHandler, JsonRestore
 from jaxpoint.core.handlers.pytree import PyTreeCheckpointHandler, PyTreeRestore
@@ -96,6 +101,10 @@ class LocalFolder:
 
     def steps(self) -> list[int]:
         """Committed steps, oldest first; a missing directory has none."""
+        if self.directory.is_file():
+            raise StorageError(
+                f"Expected the local directory {self.directory} to be a folder, found a file. "
+                "To fix, remove the file (or pass another directory).")
         if not self.directory.exists():
             return []
         found = []
@@ -111,15 +120,24 @@ class LocalFolder:
         stored = read_step_metadata(path).custom_metadata.get(RECORD_KEY)
         return StepRecord.from_json(stored, where=str(path))
 
+    def readable_record(self, step: int) -> StepRecord | None:
+        """The record of committed `step`; None (logged) when it is missing or unreadable."""
+        if step not in self.steps():
+            return None
+        try:
+            return self.record(step)
+        except CheckpointError as error:
+            logger.warning("Local step %d in %s is not usable for recovery: %s", step,
+                           self.directory, error)
+            return None
+
     def records(self) -> dict[int, StepRecord]:
         """The record of every committed step; unreadable ones are logged and left out."""
         found = {}
         for step in self.steps():
-            try:
-                found[step] = self.record(step)
-            except CheckpointError as error:
-                logger.warning("Local step %d in %s is not usable for recovery: %s", step,
-                               self.directory, error)
+            record = self.readable_record(step)
+            if record is not None:
+                found[step] = record
         return found
 
     def read(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
@@ -135,13 +153,14 @@ class LocalFolder:
 
     def remove_abandoned_saves(self) -> list[str]:
         """Removes the work folders of saves whose process died (a kill mid-save); returns
-        their names. Only this host's dead processes: a live writer's folder stays."""
+        their names. The folder is this process's alone, so another host's work folders
+        (a disk moved to a new machine) are abandoned too; a live writer's on this host stays."""
         if not self.directory.exists():
             return []
         removed = []
         for name in self.directory.list_names():
             tmp = parse_tmp_name(name)
-            if tmp is not None and tmp.is_abandoned:
+            if tmp is not None and (tmp.is_abandoned or tmp.is_from_other_host):
                 (self.directory / name).remove()
                 removed.append(name)
         if removed:

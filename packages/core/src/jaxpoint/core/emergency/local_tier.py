@@ -10,6 +10,9 @@ replica, sending the shards to the processes that lost them.
 
 Call order, every process: `save` (any number), `wait_until_finished`; after a restart,
 `agree_on_restorable_step` then `restore`, in the same order on every process; `close`.
+The two collective calls never leave a process waiting for one that failed: a failure on
+any process (its folder, its last background save, its read) raises `ProcessFailureError`
+on every process, naming the process and the fix.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from jaxpoint.core.emergency.local_folder import (
     local_step_handler,
 )
 from jaxpoint.core.emergency.replicas import ReplicaGeometry
-from jaxpoint.core.errors import InvalidArgumentError, StepAlreadyExistsError
+from jaxpoint.core.errors import InvalidArgumentError, StepAlreadyExistsError, StorageError
 from jaxpoint.core.handlers import Composite, JsonSave, PyTreeSave
 from jaxpoint.core.inspection.step_names import StepNameFormat, standard_name_format
 from jaxpoint.core.storage import Location
@@ -52,9 +55,11 @@ class LocalTier:
     """Per-process local checkpoints of a state sharded over `global_mesh`, and recovery.
 
     `directory`: this process's own folder (on a host's disk or a tmpfs; processes sharing
-    a machine need different folders). `replica_axis_index`: the mesh axis along which the
-    state is replicated. `max_to_keep`: the newest committed steps kept once
-    `wait_until_finished` returns (None: all); a save in flight may make it one more.
+    a machine need different folders), created if missing. `replica_axis_index`: the mesh
+    axis along which the state is replicated. `max_to_keep`: the newest committed steps
+    kept once `wait_until_finished` returns (None: all); a save in flight may make it one
+    more. Each process prunes alone, so with 1 a process killed mid-save can leave its
+    slots in no step the others still hold: keep 2 where a lost save must not cost the tier.
     `step_name_format`: how step folders are named (default: the step number).
     `enable_async_checkpointing`: `save` returns once the shards are staged in host memory
     and writes in the background (`async_options.timeout_secs` bounds the write).
@@ -93,10 +98,12 @@ class LocalTier:
                 f"Expected enable_async_checkpointing to be a bool, got "
                 f"{enable_async_checkpointing!r}. To fix, pass True or False.")
         self._geometry = ReplicaGeometry(mesh=global_mesh, replica_axis_index=replica_axis_index)
-        self._folder = LocalFolder(Location.parse(directory),
+        self._folder = LocalFolder(_created_folder(directory),
                                    step_name_format or standard_name_format())
         # Memory matters on a RAM disk: a save killed mid-way must not hold it forever.
         self._folder.remove_abandoned_saves()
+        # Steps of an earlier run; a save of an equal or older step replaces them (see save).
+        self._earlier_run_steps = set(self._folder.steps())
         self._max_to_keep = max_to_keep
         self._broadcast_limit_bytes = broadcast_memory_limit_bytes
         self._timeout_s = float(timeout_s)
@@ -137,9 +144,11 @@ class LocalTier:
         """Writes this process's shards of `state` and the `items` as local step `step`.
 
         Not collective: no other process is waited for, but every process should save the
-        same steps so that recovery finds them. `state`: a pytree of jax.Arrays (typed random
-        keys included) sharded over `global_mesh`; `items`: name -> JSON-serialisable value.
-        Returns once staged when asynchronous; the step is listed once committed.
+        same steps, with the same tree, so that recovery finds them. `state`: a pytree of
+        jax.Arrays (typed random keys included) sharded over `global_mesh`; `items`: name ->
+        JSON-serialisable value. Returns once staged when asynchronous; the step is listed
+        once committed. Steps found at construction that are not older than `step` belong
+        to a run that was not resumed from them: they are deleted (one warning line).
         """
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise InvalidArgumentError(
@@ -147,14 +156,35 @@ class LocalTier:
         items = self._check_items(items)
         record = self._record(step, state)
         self._checkpointer.wait_until_finished()
+        self._remove_earlier_run_steps(from_step=step)
         self._apply_max_to_keep()
         if step in self._folder.steps():
             raise StepAlreadyExistsError(
-                f"Expected no local step {step} in {self.directory}, found a committed one. To "
-                "fix, save a new step or delete this one first.")
+                f"Expected no local step {step} in {self.directory}, found one saved by this "
+                "LocalTier. To fix, save a new step or delete this one first.")
         args = Composite(**{STATE_ITEM: PyTreeSave(state), ITEMS_ITEM: JsonSave(items)})
-        self._checkpointer.save(self._folder.step_path(step), args=args,
-                                custom_metadata={RECORD_KEY: record.to_json()}, step=step)
+        try:
+            self._checkpointer.save(self._folder.step_path(step), args=args,
+                                    custom_metadata={RECORD_KEY: record.to_json()}, step=step)
+        except (OSError, StorageError) as error:
+            raise StorageError(
+                f"Expected to start local step {step} in {self.directory} on process "
+                f"{multihost.process_index()}, but the folder refused it: "
+                f"{type(error).__name__}: {error}. To fix, make the directory writable with "
+                "room for one more step (or pass another directory).") from error
+
+    def _remove_earlier_run_steps(self, *, from_step: int) -> None:
+        """Deletes the steps >= `from_step` an earlier run left: an abandoned future that
+        would otherwise block this step or outlive the new ones under max_to_keep."""
+        stale = sorted(s for s in self._earlier_run_steps if s >= from_step)
+        if not stale:
+            return
+        logger.warning("LocalTier: saving step %d in %s deletes the local steps %s an earlier "
+                       "run left (this run did not resume from them).", from_step,
+                       self.directory, stale)
+        for step in stale:
+            self._folder.delete(step)
+        self._earlier_run_steps.difference_update(stale)
 
     def _check_items(self, items: Mapping[str, Any] | None) -> dict[str, Any]:
         if items is None:
@@ -222,9 +252,9 @@ class LocalTier:
         same on every process; None when there is none (or the saved mesh layout differs
         from `global_mesh`, said in one log line).
         """
-        self.wait_until_finished()
         return recovery.agree_on_restorable_step(self._folder, self._geometry,
-                                                 timeout_s=self._timeout_s)
+                                                 timeout_s=self._timeout_s,
+                                                 settle=self.wait_until_finished)
 
     def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict[str, Any]]:
         """Collective: every process calls this, in the same order, with the same `step`.
@@ -233,10 +263,9 @@ class LocalTier:
         holding the step read their own shards; the others receive them from a replica that
         has them, bit-exact.
         """
-        self.wait_until_finished()
         return recovery.restore(self._folder, self._geometry, step, abstract_state,
                                 limit_bytes=self._broadcast_limit_bytes,
-                                timeout_s=self._timeout_s)
+                                timeout_s=self._timeout_s, settle=self.wait_until_finished)
 
     def delete(self, step: int) -> None:
         """Deletes this process's local step `step` (not collective); a missing one is fine."""
@@ -260,6 +289,22 @@ class LocalTier:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _created_folder(directory: str | os.PathLike[str]) -> Location:
+    """The local directory, created if missing; a clear error when it cannot be."""
+    location = Location.parse(directory)
+    try:
+        if location.is_file():
+            raise NotADirectoryError(f"{location} is a file")
+        location.make_folder()
+    except (OSError, StorageError) as error:
+        raise InvalidArgumentError(
+            f"Expected a local directory LocalTier can create and write at {location} on "
+            f"process {multihost.process_index()}, but {type(error).__name__}: {error}. To fix, "
+            "pass a folder on this host's disk or RAM disk (e.g. /dev/shm/<run>/<process>) "
+            "that this process may write.") from error
+    return location
 
 
 def _axes_of(spec: jax.sharding.PartitionSpec) -> set[str]:

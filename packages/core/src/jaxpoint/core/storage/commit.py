@@ -57,6 +57,12 @@ class TmpName:
     host_hash: str | None = None
 
     @property
+    def is_from_other_host(self) -> bool:
+        """True when jaxpoint made it on another host (a folder the hosts share, or a disk
+        that moved to a new machine)."""
+        return self.host_hash is not None and self.host_hash != _HOST_HASH
+
+    @property
     def is_abandoned(self) -> bool:
         """True when jaxpoint made it in a process of this host that no longer exists."""
         return (self.pid is not None and self.host_hash == _HOST_HASH
