@@ -42,7 +42,7 @@ def import_library(flavor: Flavor) -> ModuleType:
     return importlib.import_module(flavor.module)
 
 
-def manager(ocp: ModuleType, flavor: Flavor, directory: str, *, is_async: bool,
+def manager(ocp: ModuleType, flavor: Flavor, directory: Any, *, is_async: bool,
             max_to_keep: int | None = None) -> Any:
     options = ocp.CheckpointManagerOptions(
         enable_async_checkpointing=is_async, max_to_keep=max_to_keep)

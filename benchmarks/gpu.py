@@ -162,11 +162,14 @@ def async_save(state: DeviceState, library: str, directory: str, seed: int) -> d
 
 
 def library_restore(state: DeviceState, library: str, directory: str, seed: int,
-                    mode: str) -> dict[str, Any]:
+                    mode: str, *, storage_options: Any = None) -> dict[str, Any]:
+    """`storage_options`: jaxpoint's StorageOptions for `directory` (None: the defaults)."""
     jax = _jax()
     flavor = flavors.FLAVORS[library]
     ocp = flavors.import_library(flavor)
-    manager = flavors.manager(ocp, flavor, directory, is_async=False)
+    where = directory if storage_options is None else ocp.Location.parse(
+        directory, options=storage_options)
+    manager = flavors.manager(ocp, flavor, where, is_async=False)
     args = flavors.restore_args(ocp, flavor, state.abstract)
     method = _prepare_cache(mode, [directory])
     probe = PeakProbe.start()
@@ -184,14 +187,10 @@ def library_restore(state: DeviceState, library: str, directory: str, seed: int,
 def jaxpoint_tuned(state: DeviceState, directory: str, read_ahead_mib: int,
                    mode: str) -> dict[str, Any]:
     """jaxpoint's restore with another read-ahead bound (profiling its one knob)."""
-    from jaxpoint.core.handlers import pytree_restore
+    import jaxpoint.core as ocp
 
-    default = pytree_restore.DEVICE_READ_AHEAD_BYTES
-    pytree_restore.DEVICE_READ_AHEAD_BYTES = read_ahead_mib * 2**20
-    try:
-        return library_restore(state, "jaxpoint", directory, 100, mode)
-    finally:
-        pytree_restore.DEVICE_READ_AHEAD_BYTES = default
+    options = ocp.StorageOptions(read_bytes_in_flight=read_ahead_mib * 2**20)
+    return library_restore(state, "jaxpoint", directory, 100, mode, storage_options=options)
 
 
 def chunked_save(state: DeviceState, directory: str, seed: int, chunk_mib: int) -> dict[str, Any]:

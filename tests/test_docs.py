@@ -40,11 +40,14 @@ def test_getting_started_examples_run(tmp_path, monkeypatch):
         exec(compile(block, "getting-started.md", "exec"), namespace)  # noqa: S102
 
 
-def test_architecture_handler_example_runs(tmp_path, monkeypatch):
+def test_architecture_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = (ROOT / "docs" / "architecture.md").read_text()
-    (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    exec(compile(block, "architecture.md", "exec"), {"__name__": "architecture_example"})  # noqa: S102
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert any("class NoteHandler" in block for block in blocks), "the handler example is gone"
+    assert any("StorageOptions(" in block for block in blocks), "the tuning example is gone"
+    for block in blocks:
+        exec(compile(block, "architecture.md", "exec"), {"__name__": "architecture_example"})  # noqa: S102
 
 
 def test_the_orbax_style_example_runs_on_orbax_too(tmp_path, monkeypatch):

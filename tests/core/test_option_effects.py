@@ -22,11 +22,13 @@ from jaxpoint.core.handlers import leaf_args
 from jaxpoint.core.handlers.host_copies import is_pinned
 from jaxpoint.core.handlers.pytree_save import stage_tree
 from jaxpoint.core.manager import options as manager_options
+from jaxpoint.core.storage import storage_options
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 HERE = "tests/core/test_option_effects.py"
 TRANSFORMS = "tests/core/handlers/test_transforms.py"
-OPTION_MODULES = (args_module, checkpointer_options, manager_options, leaf_args)
+STORAGE = "tests/core/storage/test_storage_options.py"
+OPTION_MODULES = (args_module, checkpointer_options, manager_options, leaf_args, storage_options)
 
 # (class, field) -> the test file that sets the field and checks its effect or its error.
 FIELDS: dict[tuple[str, str], str] = {
@@ -85,6 +87,9 @@ FIELDS: dict[tuple[str, str], str] = {
     ("StandardSave", "item"): "tests/reliability/test_integrity.py",
     ("StandardSave", "save_args"): "tests/core/interop/libraries.py",
     ("StandardSave", "custom_metadata"): "tests/object_storage/test_checkpointer.py",
+    **{("StorageOptions", f): STORAGE
+       for f in ("object_store_max_retries", "fsync", "target_data_file_size",
+                 "write_bytes_in_flight", "read_bytes_in_flight", "min_requests_in_flight")},
     # Orbax's manager fields accepted at their default only (refused otherwise, below).
     **{("CheckpointManagerOptions", f): HERE for f in manager_options._ORBAX_ONLY},
 }

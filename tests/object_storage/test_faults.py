@@ -24,7 +24,7 @@ from jaxpoint.core.errors import (
     StorageError,
 )
 from jaxpoint.core.manager import CheckpointManager, CheckpointManagerOptions
-from jaxpoint.core.storage import COMMIT_MARKER, Location
+from jaxpoint.core.storage import COMMIT_MARKER, Location, StorageOptions
 from object_storage.support import (
     abstract,
     assert_bit_exact,
@@ -53,11 +53,13 @@ def _is_committed(store: ObjectStore, run: str, step: int) -> bool:
     return COMMIT_MARKER in object_names(store, f"{run}/{step}/")
 
 
+# One retry per request: a call to a server that is down fails within seconds.
+FAIL_FAST = StorageOptions(object_store_max_retries=1)
+
+
 @pytest.fixture
-def fail_fast_bucket(bucket: ObjectStore, monkeypatch: pytest.MonkeyPatch
-                     ) -> Iterator[ObjectStore]:
-    """A new bucket on the same server that jaxpoint uses with one retry per request."""
-    monkeypatch.setenv("JAXPOINT_OBJECT_STORE_MAX_RETRIES", "1")
+def fail_fast_bucket(bucket: ObjectStore) -> Iterator[ObjectStore]:
+    """A new bucket on the same server, for a test that stops the server."""
     spare = ObjectStore.in_spare_bucket(bucket.server, create=True)
     yield spare
     spare.clear()
@@ -86,7 +88,7 @@ def test_restart_mid_save_completes_by_retrying(bucket: ObjectStore):
 
 def test_outage_mid_save_fails_on_the_next_call(fail_fast_bucket: ObjectStore):
     """With retries bounded, a server down for longer fails the save; nothing partial shows."""
-    run = fail_fast_bucket.url("run")
+    run = Location.parse(fail_fast_bucket.url("run"), options=FAIL_FAST)
     big = sharded_tree(1, big_mib=BIG_MIB)
     with CheckpointManager(run, options=ASYNC) as manager:
         manager.save(0, args=args.StandardSave(sharded_tree(0)))
@@ -102,7 +104,7 @@ def test_outage_mid_save_fails_on_the_next_call(fail_fast_bucket: ObjectStore):
                 time.sleep(0.05)
         finally:
             fail_fast_bucket.server.start()
-        expected = rf"asynchronous save of step 1 under {re.escape(run)} failed"
+        expected = rf"asynchronous save of step 1 under {re.escape(str(run))} failed"
         with pytest.raises(BackgroundSaveError, match=expected):
             manager.save(2, args=args.StandardSave(sharded_tree(2)))
         assert not _is_committed(fail_fast_bucket, "run", 1)
@@ -147,13 +149,17 @@ def test_unreachable_server_fails_within_bounded_time(bucket: ObjectStore,
     dead = f"http://{HOST}:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
     monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", dead)
-    monkeypatch.setenv("JAXPOINT_OBJECT_STORE_MAX_RETRIES", "1")
     unreachable = ObjectStore.in_spare_bucket(bucket.server, create=False)
     refused = r"retry attempts failed.*Could not connect to server"
 
-    for call in (lambda: ocp.restore(unreachable.url("ckpt")),
-                 lambda: ocp.save(unreachable.url("ckpt"), {"w": np.arange(4)}),
-                 lambda: CheckpointManager(unreachable.url("run"), options=ASYNC)):
+    def at(path: str) -> Location:
+        return Location.parse(unreachable.url(path), options=FAIL_FAST)
+
+    for call in (lambda: ocp.restore(at("ckpt")),
+                 lambda: ocp.save(at("ckpt"), {"w": np.arange(4)}),
+                 lambda: CheckpointManager(at("run"), options=ASYNC),
+                 lambda: ocp.StandardCheckpointer(storage_options=FAIL_FAST).restore(
+                     unreachable.url("ckpt"))):
         started = time.monotonic()
         with pytest.raises(StorageError, match=rf"Could not .* {re.escape(unreachable.url())}"
                                                rf".*{refused}.*server is reachable"):

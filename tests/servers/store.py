@@ -57,8 +57,9 @@ class ObjectStore:
     def in_spare_bucket(cls, server: ObjectStoreServer, *, create: bool) -> ObjectStore:
         """A bucket never used before, for tests that need jaxpoint settings of their own.
 
-        jaxpoint reads its object-store settings (endpoint, retries) when a bucket is first
-        used in a process. `create=False` leaves the bucket missing.
+        jaxpoint reads the endpoint from the environment when a bucket is first
+        used in a process (retries come from StorageOptions). `create=False` leaves the bucket
+        missing.
         """
         store = cls(server=server, prefix="", own_bucket=f"jaxpoint-spare-{uuid.uuid4().hex[:12]}")
         if create:

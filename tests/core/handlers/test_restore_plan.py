@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from jaxpoint.core.handlers.pytree_metadata import LeafRecord, TreeRecord
 from jaxpoint.core.handlers.restore_plan import LeafKind, SavedExtras, build_restore_plan
-from jaxpoint.core.tree import PLACEHOLDER, KeyType, TreePath
+from jaxpoint.core.tree.keys import KeyType, TreePath
+from jaxpoint.core.tree.placeholder import PLACEHOLDER
 
 D = KeyType.DICT
 

@@ -139,5 +139,5 @@ def test_agreement_refuses_other_outcomes() -> None:
 
 
 def test_preemption_refuses_negative_steps() -> None:
-    with pytest.raises(InvalidArgumentError, match=r"step to be an int >= 0 .* got -1"):
+    with pytest.raises(InvalidArgumentError, match=r"step passed to reached_preemption to be an int >= 0, got -1"):
         reached_preemption(-1)

@@ -4,7 +4,9 @@ import jax
 import numpy as np
 import pytest
 from jaxpoint.core.errors import InvalidNameError
-from jaxpoint.core.tree import KeyType, build_tree, flatten_with_paths
+from jaxpoint.core.tree.build import build_tree
+from jaxpoint.core.tree.flatten import flatten_with_paths
+from jaxpoint.core.tree.keys import KeyType
 
 Point = collections.namedtuple("Point", "x y")
 

@@ -41,7 +41,7 @@ _EXPORTS = {
         # What a handler author needs besides CheckpointHandler (see docs/architecture.md).
         "CheckpointArgs", "SaveContext", "WriteStep",
     ),
-    "jaxpoint.core.storage": ("Location",),
+    "jaxpoint.core.storage": ("Location", "StorageOptions"),
     "jaxpoint.core.tree.placeholder": ("PLACEHOLDER",),
     "jaxpoint.core.tree.transforms": ("RestoreTransform", "Transform", "apply_transformations",
                                       "merge_trees"),
@@ -165,6 +165,7 @@ if TYPE_CHECKING:
     )
     from jaxpoint.core.storage import (
         Location,
+        StorageOptions,
     )
     from jaxpoint.core.tree.placeholder import (
         PLACEHOLDER,

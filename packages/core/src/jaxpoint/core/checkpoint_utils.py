@@ -6,7 +6,7 @@ import jax
 import numpy as np
 from jaxpoint.core.handlers.target_restore_args import construct_restore_args
 from jaxpoint.core.manager.evaluator import checkpoints_iterator, wait_for_new_checkpoint
-from jaxpoint.core.tree import PLACEHOLDER
+from jaxpoint.core.tree.placeholder import PLACEHOLDER
 
 PyTree = Any
 STANDARD_ARRAY_TYPES = (int, float, np.ndarray, jax.Array)

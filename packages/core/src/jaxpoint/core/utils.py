@@ -23,19 +23,14 @@ from jaxpoint.core.multihost import (
     reached_preemption,
     sync_global_processes,
 )
-from jaxpoint.core.tree import (
-    PyTree,
-    deserialize_tree,
-    from_flat_dict,
-    is_dict_key,
-    is_empty_node,
-    is_sequence_key,
-    serialize_tree,
-    to_flat_dict,
-    to_shape_dtype_struct,
-)
-from jaxpoint.core.tree import key_name as get_key_name
-from jaxpoint.core.tree import str_keypath as tuple_path_from_keypath
+from jaxpoint.core.tree import PyTree
+from jaxpoint.core.tree.abstract import to_shape_dtype_struct
+from jaxpoint.core.tree.flat_dict import from_flat_dict, to_flat_dict
+from jaxpoint.core.tree.flatten import is_empty_node
+from jaxpoint.core.tree.keys import is_dict_key, is_sequence_key
+from jaxpoint.core.tree.keys import key_name as get_key_name
+from jaxpoint.core.tree.keys import str_keypath as tuple_path_from_keypath
+from jaxpoint.core.tree.serialized import deserialize_tree, serialize_tree
 
 # Orbax's name for the same barrier (a process barrier here, as in Orbax's utils).
 sync_global_devices = sync_global_processes

@@ -5,13 +5,20 @@ from __future__ import annotations
 from jaxpoint.core.errors import InvalidArgumentError
 
 
-def require_positive_int(value: object, *, what: str, fix: str,
+def require_int_at_least(value: object, minimum: int, *, what: str, fix: str,
                          allow_none: bool = False) -> int | None:
-    """`value` if it is an int >= 1 (or None when `allow_none`); else an InvalidArgumentError
-    naming `what` and ending "To fix, `fix`." Booleans are rejected though they are ints."""
+    """`value` if it is an int >= `minimum` (or None when `allow_none`); else an
+    InvalidArgumentError naming `what` and ending "To fix, `fix`." Booleans are rejected
+    though they are ints."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        expected = "an int >= 1 or None" if allow_none else "an int >= 1"
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = f"an int >= {minimum}" + (" or None" if allow_none else "")
         raise InvalidArgumentError(f"Expected {what} to be {expected}, got {value!r}. To fix, {fix}.")
     return value
+
+
+def require_positive_int(value: object, *, what: str, fix: str,
+                         allow_none: bool = False) -> int | None:
+    """`value` if it is an int >= 1 (or None when `allow_none`); see `require_int_at_least`."""
+    return require_int_at_least(value, 1, what=what, fix=fix, allow_none=allow_none)

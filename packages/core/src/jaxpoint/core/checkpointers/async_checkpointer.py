@@ -19,6 +19,7 @@ from jaxpoint.core.checkpointers.checkpointer import Checkpointer, PathLike
 from jaxpoint.core.checkpointers.options import AsyncOptions, MultiprocessingOptions
 from jaxpoint.core.checkpointers.save_pipeline import SaveJob, finish_save
 from jaxpoint.core.errors import BackgroundSaveError, CheckpointError, SaveAbandonedError
+from jaxpoint.core.storage import StorageOptions
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,10 @@ class AsyncCheckpointer(Checkpointer):
 
     def __init__(self, handler: Any, *, timeout_secs: float | None = None,
                  multiprocessing_options: MultiprocessingOptions | None = None,
-                 async_options: AsyncOptions | None = None) -> None:
-        super().__init__(handler, multiprocessing_options=multiprocessing_options)
+                 async_options: AsyncOptions | None = None,
+                 storage_options: StorageOptions | None = None) -> None:
+        super().__init__(handler, multiprocessing_options=multiprocessing_options,
+                         storage_options=storage_options)
         options = async_options or AsyncOptions()
         self._timeout_s = timeout_secs if timeout_secs is not None else options.timeout_secs
         self._on_commit = options.post_finalization_callback

@@ -29,7 +29,7 @@ from jaxpoint.core.errors import (
 )
 from jaxpoint.core.handlers import Composite
 from jaxpoint.core.handlers.registry import handler_for_args, handler_supports, is_save_args
-from jaxpoint.core.storage import Location
+from jaxpoint.core.storage import Location, StorageOptions
 from jaxpoint.core.storage.checksums import check_checksums
 
 PathLike = Any  # str, os.PathLike or an epath.Path
@@ -68,9 +68,21 @@ class Checkpointer:
     _positional_form_is_current: bool = False
 
     def __init__(self, handler: Any, *,
-                 multiprocessing_options: MultiprocessingOptions | None = None) -> None:
+                 multiprocessing_options: MultiprocessingOptions | None = None,
+                 storage_options: StorageOptions | None = None) -> None:
+        """`storage_options`: how every path given to this checkpointer is read and written
+        (None: a `Location` keeps its own, a str or os.PathLike path gets the defaults)."""
         self._handler = handler
         self._options = multiprocessing_options or MultiprocessingOptions()
+        if storage_options is not None and not isinstance(storage_options, StorageOptions):
+            raise InvalidArgumentError(
+                f"Expected storage_options to be a StorageOptions or None, got "
+                f"{type(storage_options).__name__}. To fix, pass ocp.StorageOptions(...)."
+            )
+        self._storage_options = storage_options
+
+    def _location(self, directory: PathLike) -> Location:
+        return Location.parse(directory, options=self._storage_options)
 
     @property
     def handler(self) -> Any:
@@ -113,7 +125,7 @@ class Checkpointer:
         typestrs = recorded(args) if recorded is not None else self._handler.typestr
         metadata = StepMetadata(item_handlers=typestrs, custom_metadata=dict(custom_metadata or {}),
                                 metrics=dict(metrics or {}))
-        location = Location.parse(directory)
+        location = self._location(directory)
         with gc_paused():  # staging builds objects per leaf (see gc_pause)
             return begin_save(self._handler, location, args, force=force,
                               options=self._options, is_async=is_async, step_metadata=metadata,
@@ -143,7 +155,7 @@ class Checkpointer:
         form `restore(path, item=..., restore_args=..., transforms=...)` builds the
         handler's restore args.
         """
-        location = Location.parse(directory)
+        location = self._location(directory)
         started_s = time.perf_counter()
         args = self._coerce(args, legacy_args, legacy_kwargs, what="restore")
         with gc_paused():
@@ -156,7 +168,7 @@ class Checkpointer:
 
     def metadata(self, directory: PathLike) -> StepMetadata:
         """Step metadata plus `item_metadata` (shapes, dtypes, shardings) from the files."""
-        location = Location.parse(directory)
+        location = self._location(directory)
         ensure_committed(location)
         try:
             step = read_step_metadata(location)

@@ -107,6 +107,12 @@ def begin_save(handler: Any, final: Location, args: Any, *, force: bool,
         work_name = multihost.broadcast_one_to_some(
             work_name, is_source=is_primary, processes=_processes(options),
             timeout_s=options.barrier_timeout_s, name=f"{barrier_name}/work-folder")
+    if not isinstance(work_name, str):
+        raise CheckpointError(
+            f"Expected the name of the work folder of {final} from the primary process, got "
+            f"{work_name!r}. To fix, make one process the primary "
+            "(MultiprocessingOptions(primary_host=...)) or pass primary_host=None."
+        )
     work = final.parent / work_name
     context = SaveContext(process_index=multihost.process_index(), is_primary=is_primary,
                           is_async=is_async)

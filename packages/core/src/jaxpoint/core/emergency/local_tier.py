@@ -42,7 +42,7 @@ from jaxpoint.core.errors import InvalidArgumentError, StepAlreadyExistsError, S
 from jaxpoint.core.handlers import Composite, JsonSave, PyTreeSave
 from jaxpoint.core.inspection.step_names import StepNameFormat, standard_name_format
 from jaxpoint.core.storage import Location
-from jaxpoint.core.tree import flatten_with_paths
+from jaxpoint.core.tree.flatten import flatten_with_paths
 from jaxpoint.core.validation import require_positive_int
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from jaxpoint.core.errors import CorruptCheckpointError
 from jaxpoint.core.handlers.type_handler import ParamInfo, TypeHandler
 from jaxpoint.core.handlers.type_registry import GLOBAL_TYPE_HANDLER_REGISTRY
 from jaxpoint.core.storage import Location
-from jaxpoint.core.tree import TreePath
+from jaxpoint.core.tree.keys import TreePath
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

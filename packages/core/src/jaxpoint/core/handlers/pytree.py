@@ -170,7 +170,7 @@ class PyTreeCheckpointHandler:
             return restore_with_transforms(
                 directory, record, extras, target=target, restore_args=restore_args,
                 transforms=transforms, strict=strict,
-                default_to_original=args.transforms_default_to_original)
+                default_to_original=getattr(args, "transforms_default_to_original", True))
         plan = build_restore_plan(record, extras, target=target, restore_args=restore_args,
                                   strict=strict, partial=partial)
         if has_single_replica_args(restore_args):

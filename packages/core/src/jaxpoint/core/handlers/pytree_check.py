@@ -28,7 +28,7 @@ from jaxpoint.core.handlers.pytree_metadata import (
 from jaxpoint.core.handlers.sharding_metadata import SHARDING_FILE, decode_name
 from jaxpoint.core.storage import Location, read_json
 from jaxpoint.core.storage.integrity import chunk_counts, open_checked, read_completely
-from jaxpoint.core.tree import KeyType
+from jaxpoint.core.tree.keys import KeyType
 
 _SHARDING_TYPES = frozenset({"NamedSharding", "SingleDeviceSharding", "GSPMDSharding",
                              "PositionalSharding"})
@@ -180,7 +180,8 @@ def _sharding_problem(info: Any) -> str | None:
     if info["sharding_type"] != "NamedSharding":
         return None
     shape, axes, spec = info.get("shape"), info.get("axis_names"), info.get("partition_spec", [])
-    if _shape_or_none(shape) in (None, False) or not isinstance(axes, list) or len(axes) != len(shape):
+    mesh_shape = _shape_or_none(shape)
+    if not isinstance(mesh_shape, tuple) or not isinstance(axes, list) or len(axes) != len(mesh_shape):
         return f"mesh shape {shape!r:.60} and axis names {axes!r:.60} do not match"
     if not all(isinstance(a, str) for a in axes) or len(set(axes)) != len(axes):
         return f"bad axis names {axes!r:.80}"
@@ -196,7 +197,7 @@ def _sharding_problem(info: Any) -> str | None:
         ids = np.vectorize(lambda e: int(e["id"]), otypes=[np.int64])(np.array(mesh, dtype=object))
     except (TypeError, KeyError, ValueError, IndexError):
         return f"malformed device mesh {mesh!r:.80}"
-    if ids.shape != tuple(shape) or len(set(ids.flat)) != ids.size:
+    if ids.shape != mesh_shape or len(set(ids.flat)) != ids.size:
         return f"device mesh of shape {list(ids.shape)} with ids {ids.flatten().tolist()[:16]}"
     return None
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from jaxpoint.core.errors import CorruptCheckpointError, InvalidNameError
 from jaxpoint.core.storage import Location, read_json
-from jaxpoint.core.tree import KeyType, TreePath, validate_path
+from jaxpoint.core.tree.keys import KeyType, TreePath, validate_path
 
 METADATA_FILE = "_METADATA"
 
@@ -20,7 +20,15 @@ NP_ARRAY = "np.ndarray"
 SCALAR = "scalar"
 STRING = "string"
 PLACEHOLDER_TYPE = "placeholder"  # a saved PLACEHOLDER leaf (Orbax writes them): no data
-EMPTY_TYPES = {"None": None, "Dict": dict, "List": list, "Tuple": tuple}
+EMPTY_TYPES: dict[str, type[dict[Any, Any]] | type[list[Any]] | type[tuple[Any, ...]] | None] = {
+    "None": None, "Dict": dict, "List": list, "Tuple": tuple}
+
+
+def empty_value(value_type: str) -> Any:
+    """The empty node an EMPTY_TYPES value type stands for: None, {}, [] or ()."""
+    factory = EMPTY_TYPES[value_type]
+    return None if factory is None else factory()
+
 ARRAY_TYPES = (JAX_ARRAY, NP_ARRAY, SCALAR)
 # Value types Orbax's own handlers record (jaxpoint reads the ones it supports itself);
 # any other one names a custom TypeHandler's typestr.

@@ -12,8 +12,8 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -25,15 +25,12 @@ from jaxpoint.core.handlers.restore_plan import (
     LeafPlan,
     RestorePlan,
     SavedExtras,
+    shard_indices,
 )
 from jaxpoint.core.storage import ArrayRead, Location, open_arrays, read_arrays
-from jaxpoint.core.tree import PLACEHOLDER
+from jaxpoint.core.tree.placeholder import PLACEHOLDER
 
 logger = logging.getLogger(__name__)
-
-# Bytes read ahead when leaves go to an accelerator: each host buffer is released once
-# copied to its device, so reading further ahead costs host memory only while in flight.
-DEVICE_READ_AHEAD_BYTES = 1024 * 1024 * 1024
 
 # A region as ((start, stop), ...) per dimension: hashable, unlike slices on Python 3.11.
 Region = tuple[tuple[int, int], ...]
@@ -58,11 +55,12 @@ def _regions(plan: LeafPlan, shape: tuple[int, ...]) -> tuple[list[Region], list
     """Unique regions to read and, for jax leaves, (device, region) placements."""
     if plan.kind is not LeafKind.JAX_ARRAY:
         return [tuple((0, d) for d in shape)], []
-    if plan.sharding.is_fully_replicated:  # skips JAX's per-device index computation
+    sharding = plan.array_sharding
+    if sharding.is_fully_replicated:  # skips JAX's per-device index computation
         whole = tuple((0, d) for d in shape)
-        return [whole], [(device, whole) for device in plan.sharding.addressable_devices]
-    placements = [(device, _normalize(index, shape)) for device, index in
-                  plan.sharding.addressable_devices_indices_map(shape).items()]
+        return [whole], [(device, whole) for device in sharding.addressable_devices]
+    placements = [(device, _normalize(index, shape))
+                  for device, index in shard_indices(sharding, shape)]
     unique = list(dict.fromkeys(region for _, region in placements))
     return unique, placements
 
@@ -126,7 +124,7 @@ def execute_plans(item: Location, record: TreeRecord, plans: Sequence[LeafPlan],
 
     to_devices = any(on_accelerator.values())
     if read_ahead_bytes is None:  # restore_concurrent_gb, when the handler was given one
-        read_ahead_bytes = DEVICE_READ_AHEAD_BYTES if to_devices else None
+        read_ahead_bytes = item.options.read_bound(to_accelerator=to_devices)
     buffers = read_arrays(item, stores, reads, consume=to_accelerator if to_devices else None,
                           read_ahead_bytes=read_ahead_bytes)
     read_values: list[Any] = [None] * len(array_plans)
@@ -179,7 +177,8 @@ class _Placed:
 
 
 def _on_accelerator(sharding: jax.sharding.Sharding | None) -> bool:
-    return sharding is not None and any(d.platform != "cpu" for d in sharding.device_set)
+    devices: Iterable[Any] = sharding.device_set if sharding is not None else ()
+    return any(d.platform != "cpu" for d in devices)
 
 
 def _saved_string(item: Location, plan: LeafPlan, extras: SavedExtras) -> str:
@@ -227,7 +226,7 @@ def _is_whole(plan: LeafPlan, layout: ReadLayout) -> bool:
     # process passed the same value: such leaves are assembled from local shards instead.
     return (plan.kind is LeafKind.JAX_ARRAY and len(layout.regions) == 1
             and layout.regions[0] == tuple((0, d) for d in layout.shape)
-            and plan.sharding.is_fully_addressable)
+            and plan.array_sharding.is_fully_addressable)
 
 
 def _placed_keys(data: np.ndarray, plan: LeafPlan) -> Any:
@@ -238,10 +237,11 @@ def _placed_keys(data: np.ndarray, plan: LeafPlan) -> Any:
     and refuses non-addressable shardings); wrapping key data runs no computation.
     """
     sharding = plan.sharding
+    host_keys = cast(jax.Array, data)  # wrap_key_data takes host arrays too, without a copy
     if sharding is None:
-        return jax.random.wrap_key_data(data, impl=plan.key_impl)
+        return jax.random.wrap_key_data(host_keys, impl=plan.key_impl)
     if sharding.is_fully_addressable or not isinstance(sharding, jax.sharding.NamedSharding):
-        return jax.device_put(jax.random.wrap_key_data(data, impl=plan.key_impl), sharding)
+        return jax.device_put(jax.random.wrap_key_data(host_keys, impl=plan.key_impl), sharding)
     placed = jax.make_array_from_callback(data.shape, sharding, lambda index: data[index])
     return jax.random.wrap_key_data(placed, impl=plan.key_impl)
 
@@ -268,7 +268,7 @@ def _assemble(plan: LeafPlan, layout: ReadLayout, data: list[np.ndarray]) -> Any
             buffer = np.copy(buffer)
         adopted.add(region)
         shards.append(jax.device_put(buffer, device))
-    return jax.make_array_from_single_device_arrays(layout.shape, plan.sharding, shards)
+    return jax.make_array_from_single_device_arrays(layout.shape, plan.array_sharding, shards)
 
 
 def execute_plan(item: Location, record: TreeRecord, plan: RestorePlan,
@@ -280,6 +280,11 @@ def execute_plan(item: Location, record: TreeRecord, plan: RestorePlan,
                                       read_ahead_bytes=read_ahead_bytes))
 
 
+def _only_device(sharding: jax.sharding.SingleDeviceSharding) -> Any:
+    devices: Iterable[Any] = sharding.device_set
+    return next(iter(devices))
+
+
 def _warn_about_lost_shardings(item: Location, plans: Sequence[LeafPlan],
                                extras: SavedExtras) -> None:
     """One warning when arrays saved over devices missing here land on one device."""
@@ -289,7 +294,7 @@ def _warn_about_lost_shardings(item: Location, plans: Sequence[LeafPlan],
                  if plan.kind is LeafKind.JAX_ARRAY else None)
         if saved and isinstance(plan.sharding, jax.sharding.SingleDeviceSharding) and (
                 saved.get("sharding_type") != "SingleDeviceSharding"
-                or saved.get("device_id") not in (None, next(iter(plan.sharding.device_set)).id)):
+                or saved.get("device_id") not in (None, _only_device(plan.sharding).id)):
             lost += 1
     if lost:
         logger.warning(

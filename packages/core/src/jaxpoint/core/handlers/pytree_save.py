@@ -26,7 +26,8 @@ from jaxpoint.core.handlers.pytree_metadata import (
 )
 from jaxpoint.core.storage import ArrayWrite
 from jaxpoint.core.storage.array_format import chunk_shape_for
-from jaxpoint.core.tree import TreePath, flatten_with_paths
+from jaxpoint.core.tree.flatten import flatten_with_paths
+from jaxpoint.core.tree.keys import TreePath
 
 SCALAR_TYPES = (int, float, bool, complex, np.number, np.bool_)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jaxpoint.core.errors import TreeMismatchError, UnsupportedLeafError
+from jaxpoint.core.errors import CheckpointError, TreeMismatchError, UnsupportedLeafError
 from jaxpoint.core.handlers.custom_leaves import custom_handler_for_restore
 from jaxpoint.core.handlers.leaf_args import ArrayRestoreArgs, RestoreArgs, as_dtype
 from jaxpoint.core.handlers.orbax_leaf_args import taken_from_orbax
@@ -30,9 +30,13 @@ from jaxpoint.core.handlers.pytree_metadata import (
     STRING,
     LeafRecord,
     TreeRecord,
+    empty_value,
 )
 from jaxpoint.core.handlers.sharding_metadata import sharding_from_description
-from jaxpoint.core.tree import PLACEHOLDER, TreePath, build_tree, flatten_with_paths
+from jaxpoint.core.tree.build import build_tree
+from jaxpoint.core.tree.flatten import flatten_with_paths
+from jaxpoint.core.tree.keys import TreePath
+from jaxpoint.core.tree.placeholder import PLACEHOLDER
 
 
 class LeafKind(enum.Enum):
@@ -77,6 +81,30 @@ class LeafPlan:
     key_impl: str | None = None
     custom_handler: Any = None  # the TypeHandler of a CUSTOM leaf
     custom_args: Any = None  # its restore args
+
+    @property
+    def array_sharding(self) -> jax.sharding.Sharding:
+        """`sharding` of a JAX_ARRAY leaf, which building the plan always sets."""
+        if self.sharding is None:
+            raise CheckpointError(
+                f"Expected the restore plan of the jax.Array at tree path {self.path} to hold a "
+                "sharding, found none. This is a bug in jaxpoint: please report it."
+            )
+        return self.sharding
+
+
+def shard_indices(sharding: jax.sharding.Sharding,
+                  shape: tuple[int, ...]) -> list[tuple[Any, tuple[slice, ...]]]:
+    """(device, index) of every shard of `shape` on this process's devices of `sharding`."""
+    found = []
+    for device, index in sharding.addressable_devices_indices_map(shape).items():
+        if index is None:
+            raise CheckpointError(
+                f"Expected JAX to give the index of the shard of {sharding} on {device} for "
+                f"shape {shape}, got None. To fix, restore onto a NamedSharding."
+            )
+        found.append((device, tuple(index)))
+    return found
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -139,7 +167,7 @@ def plan_leaf(record: LeafRecord, target: Any, args: Any, extras: SavedExtras,
             "restoring."
         )
     if value_type in EMPTY_TYPES:
-        value = target if target is not None or value_type == "None" else EMPTY_TYPES[value_type]()
+        value = target if target is not None or value_type == "None" else empty_value(value_type)
         return LeafPlan(path=path, kind=LeafKind.EMPTY, empty_value=value)
     if value_type == STRING:
         return LeafPlan(path=path, kind=LeafKind.STRING)

@@ -52,6 +52,7 @@ from jaxpoint.core.handlers.type_handler import ArrayHandler
 from jaxpoint.core.multihost.replica_sum import broadcast_batches as broadcast_batches
 from jaxpoint.core.multihost.replica_sum import sum_over_replicas
 from jaxpoint.core.storage import Location
+from jaxpoint.core.validation import require_int_at_least, require_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +127,9 @@ class SingleReplicaArrayHandler(ArrayHandler):
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         _check_index(replica_axis_index, "replica_axis_index")
         _check_index(primary_replica_id, "primary_replica_id")
-        limit = broadcast_memory_limit_bytes
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise InvalidArgumentError(
-                f"Expected broadcast_memory_limit_bytes to be an int >= 1 or None, got "
-                f"{limit!r}. To fix, pass e.g. broadcast_memory_limit_bytes=2**28 (256 MiB)."
-            )
+        limit = require_positive_int(
+            broadcast_memory_limit_bytes, allow_none=True, what="broadcast_memory_limit_bytes",
+            fix="pass e.g. broadcast_memory_limit_bytes=2**28 (256 MiB)")
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
             raise InvalidArgumentError(
                 f"Expected timeout_s > 0 seconds for SingleReplicaArrayHandler, got "
@@ -237,7 +235,7 @@ class SingleReplicaArrayHandler(ArrayHandler):
         """Reads the leaves onto the primary replica's devices (readers only)."""
         reads = []
         for plan, args in zip(plans, leaf_args, strict=True):
-            sharding = layout.primary_sharding(plan.sharding.spec)
+            sharding = layout.primary_sharding(_named_sharding(plan).spec)
             given = args.single_replica_sharding
             if given is not None:
                 if given.device_set != sharding.device_set:
@@ -273,13 +271,10 @@ class SingleReplicaArrayHandler(ArrayHandler):
 
 
 def _check_index(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(
-            f"Expected {name} to be an int >= 0, got {value!r}. To fix, pass e.g. {name}=0."
-        )
+    require_int_at_least(value, 0, what=name, fix=f"pass e.g. {name.split()[0]}=0")
 
 
-def _replica_layout(plan: LeafPlan, *, axis: int, primary: int) -> ReplicaLayout:
+def _named_sharding(plan: LeafPlan) -> jax.sharding.NamedSharding:
     sharding = plan.sharding
     if not isinstance(sharding, jax.sharding.NamedSharding):
         raise InvalidArgumentError(
@@ -287,7 +282,18 @@ def _replica_layout(plan: LeafPlan, *, axis: int, primary: int) -> ReplicaLayout
             f"got {type(sharding).__name__}. To fix, pass SingleReplicaArrayRestoreArgs("
             "sharding=NamedSharding(mesh, spec)) with the replica axis in the mesh."
         )
+    return sharding
+
+
+def _replica_layout(plan: LeafPlan, *, axis: int, primary: int) -> ReplicaLayout:
+    sharding = _named_sharding(plan)
     mesh = sharding.mesh
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise InvalidArgumentError(
+            f"Expected a NamedSharding over a Mesh of devices at tree path {plan.path} for a "
+            f"single-replica restore, got one over {type(mesh).__name__}. To fix, build the "
+            "sharding from jax.sharding.Mesh(devices, axis_names)."
+        )
     if axis >= mesh.devices.ndim:
         raise InvalidArgumentError(
             f"Expected replica_axis_index < {mesh.devices.ndim} for the mesh {dict(mesh.shape)} "

@@ -11,6 +11,7 @@ transforms (see `tree.transforms`) to build the result with `item`'s structure.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from jaxpoint.core.errors import InvalidArgumentError
@@ -19,7 +20,8 @@ from jaxpoint.core.handlers.pytree_metadata import TreeRecord
 from jaxpoint.core.handlers.pytree_restore import execute_plans
 from jaxpoint.core.handlers.restore_plan import SavedExtras, plan_leaf
 from jaxpoint.core.storage import Location
-from jaxpoint.core.tree import PLACEHOLDER, build_tree
+from jaxpoint.core.tree.build import build_tree
+from jaxpoint.core.tree.placeholder import PLACEHOLDER
 from jaxpoint.core.tree.transforms import (
     RestoreTransform,
     Transform,
@@ -83,11 +85,11 @@ def restore_with_transforms(item: Location, record: TreeRecord, extras: SavedExt
     original = {key: value for (key, _, _), value in zip(reads, values, strict=True)}
     original_tree: list[Any] = []  # built once, for multi_value_fn only
 
-    def multi_value(transform: Transform, key: str) -> Any:
+    def multi_value(multi_value_fn: Callable[..., Any], key: str) -> Any:
         if not original_tree:
             original_tree.append(build_tree(
                 (leaf.path, value) for (_, leaf, _), value in zip(reads, values, strict=True)))
-        return transform.multi_value_fn(key, original_tree[0], args_by_key.get(key) or RestoreArgs())
+        return multi_value_fn(key, original_tree[0], args_by_key.get(key) or RestoreArgs())
 
     result = apply_flat(original, rules, new, default_to_original=default_to_original,
                         multi_value=multi_value)

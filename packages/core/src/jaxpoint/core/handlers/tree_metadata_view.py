@@ -22,11 +22,13 @@ from jaxpoint.core.handlers.pytree_metadata import (
     PLACEHOLDER_TYPE,
     STRING,
     TreeRecord,
+    empty_value,
 )
 from jaxpoint.core.handlers.sharding_metadata import ShardingMetadata
 from jaxpoint.core.handlers.type_registry import GLOBAL_TYPE_HANDLER_REGISTRY
 from jaxpoint.core.storage import Location, open_arrays
-from jaxpoint.core.tree import PLACEHOLDER, build_tree
+from jaxpoint.core.tree.build import build_tree
+from jaxpoint.core.tree.placeholder import PLACEHOLDER
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -174,7 +176,7 @@ def describe_tree(item: Location, record: TreeRecord, shardings: Any) -> TreeMet
     for leaf in record.leaves:
         name = leaf.path.param_name
         if leaf.value_type in EMPTY_TYPES:
-            value = EMPTY_TYPES[leaf.value_type]() if EMPTY_TYPES[leaf.value_type] else None
+            value = empty_value(leaf.value_type)
         elif leaf.value_type == STRING:
             value = StringMetadata(name=name)
         elif leaf.value_type == PLACEHOLDER_TYPE:

@@ -28,6 +28,10 @@ from jaxpoint.core.handlers.type_handler import (
 logger = logging.getLogger(__name__)
 
 
+
+def _subclass_of(ty: Any) -> Callable[[type], bool]:
+    return lambda t: isinstance(t, type) and issubclass(t, ty)
+
 class TypeHandlerRegistry:
     """An ordered list of `(matches(type), handler)` plus a `typestr -> handler` index."""
 
@@ -46,7 +50,7 @@ class TypeHandlerRegistry:
                 f"Expected a TypeHandler instance for {ty!r}, got {type(handler).__name__}. To "
                 "fix, subclass ocp.type_handlers.TypeHandler and pass an instance."
             )
-        matches = func or (lambda t, ty=ty: isinstance(t, type) and issubclass(t, ty))
+        matches = func or _subclass_of(ty)
         typestr = handler.typestr()
         existing = next((i for i, (f, _) in enumerate(self._entries) if f(ty)), None)
         if existing is None:

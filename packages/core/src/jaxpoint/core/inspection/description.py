@@ -20,7 +20,7 @@ from jaxpoint.core.handlers.pytree_metadata import EMPTY_TYPES, METADATA_FILE, r
 from jaxpoint.core.handlers.sharding_metadata import read_shardings
 from jaxpoint.core.storage import Location, open_arrays
 from jaxpoint.core.storage.step_layout import STEP_METADATA_FILE, is_item_name, item_folders
-from jaxpoint.core.tree import build_tree
+from jaxpoint.core.tree.build import build_tree
 
 _MAX_FOLDER_DEPTH = 4
 

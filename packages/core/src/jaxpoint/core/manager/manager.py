@@ -483,12 +483,15 @@ class CheckpointManager:
 
     def item_metadata(self, step: int) -> Any:
         """Shapes, dtypes and shardings of the items of `step`, read from files only."""
-        return self.metadata(step).item_metadata
+        return self._step_metadata(step).item_metadata
 
     def metadata(self, step: int | None = None) -> StepMetadata | root_metadata.RootMetadata:
         """Root metadata (`metadata=` of the first run) when `step` is None, else the step's."""
         if step is None:
             return root_metadata.read_root_metadata(self._root)
+        return self._step_metadata(step)
+
+    def _step_metadata(self, step: int) -> StepMetadata:
         step = self._existing_step(step)
         folder = self._folder(step)
         self._layout.restore_args(None, folder, step=step)  # settles the item mode

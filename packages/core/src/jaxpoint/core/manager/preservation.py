@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step
+from jaxpoint.core.validation import require_int_at_least
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -34,12 +35,8 @@ class PreservationPolicy(Protocol):
                         context: PreservationContext) -> Sequence[bool]: ...
 
 
-def _count(value: object, *, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(
-            f"Expected {what} to be an int >= {minimum}, got {value!r}."
-        )
-    return value
+def _count(value: object, *, what: str, minimum: int) -> None:
+    require_int_at_least(value, minimum, what=what, fix=f"pass a whole number >= {minimum}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

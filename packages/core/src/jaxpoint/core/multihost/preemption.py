@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 from jax.experimental import multihost_utils
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.multihost.runtime import distributed_runtime
+from jaxpoint.core.validation import require_int_at_least
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +120,8 @@ def default_preemption_source() -> PreemptionSource:
 
 
 def _check_step(step: int) -> None:
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise InvalidArgumentError(
-            f"Expected step to be an int >= 0 for reached_preemption, got {step!r}. To fix, "
-            "pass the training step you are about to finish."
-        )
+    require_int_at_least(step, 0, what="the step passed to reached_preemption",
+                         fix="pass the training step you are about to finish")
 
 
 def reached_preemption(step: int) -> bool:

@@ -21,6 +21,7 @@ from jaxpoint.core.storage.commit import (
 from jaxpoint.core.storage.json_file import read_json
 from jaxpoint.core.storage.location import Location, validate_name
 from jaxpoint.core.storage.ocdbt_merge import merge_process_databases
+from jaxpoint.core.storage.storage_options import StorageOptions
 
 __all__ = [
     "COMMIT_MARKER",
@@ -30,6 +31,7 @@ __all__ = [
     "ArrayWrite",
     "CommitProtocol",
     "Location",
+    "StorageOptions",
     "StoredArray",
     "TmpName",
     "commit_protocol_for",

@@ -22,9 +22,6 @@ OCDBT_CONFIG = {
     "max_inline_value_bytes": 1024,
     "max_decoded_node_bytes": 100_000_000,
 }
-LOCAL_DATA_FILE_BYTES = 2 * 1024**3
-# Object stores read whole objects for ranged reads through OCDBT: keep files small there.
-OBJECT_STORE_DATA_FILE_BYTES = 16 * 1024**2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -35,18 +32,18 @@ class ArrayFormat:
     use_zarr3: bool = True
     compression: str | None = None
     zstd_level: int = 1
-    # None: LOCAL_DATA_FILE_BYTES on local storage, OBJECT_STORE_DATA_FILE_BYTES elsewhere.
+    # None: the location's StorageOptions.target_data_file_size.
     target_data_file_size: int | None = None
 
 
 def process_database_spec(item: Location, process_index: int, *,
                           target_data_file_size: int | None = None) -> dict[str, Any]:
     """OCDBT kvstore spec of one process's database under `item`; new data files roll over
-    near `target_data_file_size` bytes (a default chosen by the kind of storage when None)."""
+    near `target_data_file_size` bytes (None: `item.options`' size)."""
     base = item / f"{PROCESS_DB_PREFIX}{process_index}"
     file_bytes = target_data_file_size
     if file_bytes is None:
-        file_bytes = LOCAL_DATA_FILE_BYTES if item.is_local else OBJECT_STORE_DATA_FILE_BYTES
+        file_bytes = item.options.data_file_bytes(is_local=item.is_local)
     return {
         "driver": "ocdbt",
         "base": base.kvstore_spec(),

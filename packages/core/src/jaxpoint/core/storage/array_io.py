@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -34,17 +35,7 @@ from jaxpoint.core.storage.location import Location
 from jaxpoint.core.validation import require_positive_int
 
 Index = tuple[slice, ...]
-# Bytes of compressed shard writes handed to TensorStore and not yet committed, per save:
-# their encoded chunks are new memory until the commit, so this keeps a save's peak flat.
-# Uncompressed writes reference the caller's buffers (the crc32c codec adds 4 bytes per
-# chunk, no copy), so nothing bounds them: a 1 GiB bound made 4 GiB saves 25% slower.
-MAX_IN_FLIGHT_BYTES = 1024 * 1024 * 1024
-# Bytes of reads not yet decoded into their buffers, per restore: each holds its stored
-# bytes next to its buffer, so this bounds a restore's memory above the state itself.
-MAX_IN_FLIGHT_READ_BYTES = 256 * 1024 * 1024
-# Requests kept in flight whatever their size, so large arrays still overlap their I/O and
-# every core has a chunk to decode (TensorStore decodes one chunk on one thread).
-MIN_IN_FLIGHT = max(4, os.cpu_count() or 1)
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -132,16 +123,15 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
                  process_index: int, max_in_flight_bytes: int | None = None) -> None:
     """Writes every shard of `writes` into this process's database under `item`.
 
-    `max_in_flight_bytes` bounds the shard bytes being written at once (None: compressed
-    writes are bounded by MAX_IN_FLIGHT_BYTES, uncompressed ones reference the caller's
-    buffers and are not bounded).
+    `max_in_flight_bytes` bounds the shard bytes being written at once (None: the bound
+    of `item.options`, see `StorageOptions.write_bytes_in_flight`).
     """
     if not writes:
         return
     database = (process_database_spec(item, process_index,
                                       target_data_file_size=fmt.target_data_file_size)
                 if fmt.use_ocdbt else None)
-    context = write_context()
+    context = write_context(fsync=item.options.fsync)
     nbytes = sum(data.nbytes for w in writes for _, data in w.shards)
     is_bulk = [_is_bulk_write(w, fmt) for w in writes]
     if any(is_bulk):
@@ -155,21 +145,24 @@ def write_arrays(item: Location, writes: Sequence[ArrayWrite], *, fmt: ArrayForm
         for w in writes
     ]
     in_flight: collections.deque[tuple[str, int, Any]] = collections.deque()
-    held = 0
-    limit = max_in_flight_bytes or (MAX_IN_FLIGHT_BYTES if fmt.compression is not None else math.inf)
+    held = peak = 0
+    limit = max_in_flight_bytes or item.options.write_bound(is_compressed=fmt.compression is not None)
+    min_requests = item.options.min_requests
     for write, future in zip(writes, opening, strict=True):
         store = _result(future, "create", item, write.param_name, nbytes=nbytes)
         for index, data in write.shards:
             # Encoded chunks live until committed: bound them to keep memory flat.
-            while len(in_flight) >= MIN_IN_FLIGHT and held + data.nbytes > limit:
+            while len(in_flight) >= min_requests and held + data.nbytes > limit:
                 name, size, oldest = in_flight.popleft()
                 _result(oldest, "write", item, name, nbytes=nbytes)
                 held -= size
             in_flight.append((write.param_name, data.nbytes, store[index].write(
                 np.asarray(data), can_reference_source_data_indefinitely=True)))
             held += data.nbytes
+            peak = max(peak, held)
     for name, _, future in in_flight:
         _result(future, "write", item, name, nbytes=nbytes)
+    logger.debug("Wrote %d array bytes to %s, at most %d bytes in flight.", nbytes, item, peak)
 
 
 def open_arrays(item: Location, names: Sequence[str], *, use_ocdbt: bool,
@@ -311,7 +304,7 @@ def _decode_small(item: Location, arrays: Sequence[StoredArray]) -> dict[str, np
 def read_arrays(item: Location, arrays: Sequence[StoredArray], reads: Sequence[ArrayRead], *,
                 consume: Callable[[int, list[np.ndarray]], Any] | None = None,
                 read_ahead_bytes: int | None = None,
-                min_in_flight: int = MIN_IN_FLIGHT) -> list[Any]:
+                min_in_flight: int | None = None) -> list[Any]:
     """Reads every region of every request concurrently into new aligned host buffers.
 
     Reading straight into 64-byte aligned buffers lets `jax.device_put` on CPU adopt
@@ -319,18 +312,21 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray], reads: Sequence[A
     request's buffers go to `consume(index, buffers)` in request order as soon as they are
     read, while later reads go on, and its result takes their place: a caller that copies
     them to an accelerator overlaps that copy with the reads and lets the buffers go.
-    `read_ahead_bytes` (default MAX_IN_FLIGHT_READ_BYTES) bounds the reads in flight;
-    `min_in_flight` requests stay in flight whatever their size.
+    `read_ahead_bytes` bounds the reads in flight and `min_in_flight` requests stay in
+    flight whatever their size (None: `item.options`' read bound into host memory and
+    its `min_requests_in_flight`).
     """
-    require_positive_int(min_in_flight, what="read_arrays(min_in_flight=...)",
+    require_positive_int(min_in_flight, what="read_arrays(min_in_flight=...)", allow_none=True,
                          fix="pass e.g. 4, or leave the default")
-    read_ahead = MAX_IN_FLIGHT_READ_BYTES if read_ahead_bytes is None else read_ahead_bytes
+    read_ahead = (item.options.read_bound(to_accelerator=False) if read_ahead_bytes is None
+                  else read_ahead_bytes)
+    min_requests = min_in_flight or item.options.min_requests
     small = _decode_small(item, [a for a in arrays if a.store is None])
     pending: list[list[tuple[np.ndarray, Any]]] = []
     remaining: list[int] = []  # reads of each request not yet waited on
     in_flight: collections.deque[tuple[int, int, Any]] = collections.deque()
     results: list[Any] = []
-    held = issued = 0  # issued: requests whose reads have all been started
+    held = issued = peak = 0  # issued: requests whose reads have all been started
 
     def hand_over_finished() -> None:
         # In request order, every issued request whose reads have all finished.
@@ -364,18 +360,20 @@ def read_arrays(item: Location, arrays: Sequence[StoredArray], reads: Sequence[A
             region = view[index]
             buffer = aligned_empty(tuple(region.shape), dtype)
             # Stored bytes wait in TensorStore until decoded: bound them to keep memory flat.
-            while (len(in_flight) >= min_in_flight
+            while (len(in_flight) >= min_requests
                    and held + buffer.nbytes > read_ahead):
                 wait_oldest()
             future = ts.array(buffer, copy=False, write=True).write(region)
             in_flight.append((len(pending) - 1, buffer.nbytes, future))
             held += buffer.nbytes
+            peak = max(peak, held)
             remaining[-1] += 1
             requests.append((buffer, future))
         issued += 1
     while in_flight:
         wait_oldest()
     hand_over_finished()  # requests after the last read that needed none
+    logger.debug("Read %d arrays from %s, at most %d bytes in flight.", len(reads), item, peak)
     return results
 
 

@@ -23,8 +23,10 @@ def shared_context() -> ts.Context:
     )
 
 
-def write_context() -> ts.Context:
+def write_context(*, fsync: bool = True) -> ts.Context:
     """A context for the writes of one save: the shared thread pools, its own cache pool.
+
+    `fsync=False` (`StorageOptions.fsync`) leaves data files and manifests unflushed.
 
     TensorStore reuses an open OCDBT driver, cached manifest included, for every open of
     the same spec in the same context, and its writes trust that manifest. A failed save
@@ -33,5 +35,6 @@ def write_context() -> ts.Context:
     name, then follows the stale manifest into deleted files. A new cache pool per save
     means new drivers, which read the folder as it is.
     """
-    return ts.Context(ts.Context.Spec({"cache_pool": {"total_bytes_limit": 0}}),
+    return ts.Context(ts.Context.Spec({"cache_pool": {"total_bytes_limit": 0},
+                                       "file_io_sync": fsync}),
                       parent=shared_context())

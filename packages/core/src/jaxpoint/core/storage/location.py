@@ -18,11 +18,10 @@ from jaxpoint.core.errors import InvalidArgumentError, InvalidNameError
 from jaxpoint.core.storage.backend import Backend
 from jaxpoint.core.storage.kvstore_backend import KvStoreBackend
 from jaxpoint.core.storage.posix_backend import PosixBackend
+from jaxpoint.core.storage.storage_options import StorageOptions
 
 PathLike = "str | os.PathLike[str] | Location"
 _OBJECT_SCHEMES = ("gs://", "s3://", "memory://")
-# Retries per object-store request; read with the other variables when a bucket is first used.
-RETRIES_ENV = "JAXPOINT_OBJECT_STORE_MAX_RETRIES"
 
 
 def validate_name(name: str, *, what: str = "name") -> str:
@@ -47,36 +46,22 @@ def validate_name(name: str, *, what: str = "name") -> str:
     return name
 
 
-def _retry_limit(resource: str) -> dict[str, Any]:
-    """The retry resource for JAXPOINT_OBJECT_STORE_MAX_RETRIES, or {} for TensorStore's own.
-
-    TensorStore retries a failed request 32 times, waiting 1 s and doubling up to 32 s
-    between tries, so an unreachable server fails each call after about 15 minutes.
-    N retries bound that to about 2**N - 1 seconds (N <= 5).
-    """
-    text = os.environ.get(RETRIES_ENV)
-    if text is None or not text.strip():
-        return {}
-    try:
-        retries = int(text)
-    except ValueError:
-        retries = -1
-    if retries < 0:
-        raise InvalidArgumentError(
-            f"Expected {RETRIES_ENV} to be a whole number >= 0, got {text!r}. To fix, set it "
-            "to the number of retries per request (e.g. 5), or unset it for TensorStore's 32."
-        )
-    return {resource: {"max_retries": retries}}
+def _retry_limit(resource: str, retries: int | None) -> dict[str, Any]:
+    """The TensorStore retry resource for `retries`, or {} for TensorStore's own (32)."""
+    return {} if retries is None else {resource: {"max_retries": retries}}
 
 
+# One backend per bucket and retry setting: a backend holds its open kvstore.
 @functools.cache
-def _object_backend(scheme: str, bucket: str) -> KvStoreBackend:
+def _object_backend(scheme: str, bucket: str, retries: int | None) -> KvStoreBackend:
     if scheme == "memory":
         return KvStoreBackend({"driver": "memory", "path": f"{bucket}/"}, url_prefix=f"memory://{bucket}/")
     if scheme == "gs":
         return KvStoreBackend({"driver": "gcs", "bucket": bucket,
-                               **_retry_limit("gcs_request_retries")}, url_prefix=f"gs://{bucket}/")
-    spec: dict[str, Any] = {"driver": "s3", "bucket": bucket, **_retry_limit("s3_request_retries")}
+                               **_retry_limit("gcs_request_retries", retries)},
+                              url_prefix=f"gs://{bucket}/")
+    spec: dict[str, Any] = {"driver": "s3", "bucket": bucket,
+                            **_retry_limit("s3_request_retries", retries)}
     # TensorStore ignores AWS_ENDPOINT_URL; honour it here so S3-compatible stores work.
     if endpoint := os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
         spec["endpoint"] = endpoint
@@ -88,22 +73,41 @@ def _object_backend(scheme: str, bucket: str) -> KvStoreBackend:
     return KvStoreBackend(spec, url_prefix=f"s3://{bucket}/")
 
 
-_POSIX = PosixBackend()
+_POSIX = {fsync: PosixBackend(fsync=fsync) for fsync in (True, False)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Location:
-    """A path inside one storage backend. Build one with `Location.parse`."""
+    """A path inside one storage backend, with the `StorageOptions` its reads and writes
+    use. Build one with `Location.parse`."""
 
     backend: Backend = dataclasses.field(compare=False, repr=False)
     prefix: str  # "" for local disk, "gs://bucket/" etc. for object stores
     path: str  # absolute local path, or the key path inside the bucket
+    options: StorageOptions = dataclasses.field(default_factory=StorageOptions, compare=False,
+                                                repr=False)
 
     @classmethod
-    def parse(cls, where: str | os.PathLike[str] | Location) -> Location:
-        """Parses a local path (relative ones too), gs://, s3:// or memory:// URL."""
+    def parse(cls, where: str | os.PathLike[str] | Location, *,
+              options: StorageOptions | None = None) -> Location:
+        """Parses a local path (relative ones too), gs://, s3:// or memory:// URL.
+
+        `options`: how to read and write there (default: a Location keeps its own, a path
+        gets `StorageOptions()`).
+        """
+        if options is not None and not isinstance(options, StorageOptions):
+            raise InvalidArgumentError(
+                f"Expected options to be a StorageOptions or None, got "
+                f"{type(options).__name__}. To fix, pass StorageOptions(...)."
+            )
         if isinstance(where, Location):
-            return where
+            if options is None or options == where.options:
+                return where
+            return cls._parse(str(where), options)
+        return cls._parse(where, options if options is not None else StorageOptions())
+
+    @classmethod
+    def _parse(cls, where: str | os.PathLike[str], options: StorageOptions) -> Location:
         text = os.fspath(where) if not isinstance(where, str) else where
         if not isinstance(text, str) or not text:
             raise InvalidNameError(f"Expected a non-empty path or URL, got {where!r}.")
@@ -118,13 +122,15 @@ class Location:
                 parts = [p for p in key.split("/") if p]
                 for part in parts:
                     validate_name(part, what=f"path component of {text!r}")
-                return cls(_object_backend(scheme, bucket), f"{scheme_sep}{bucket}/", "/".join(parts))
+                retries = options.object_store_max_retries if scheme != "memory" else None
+                return cls(_object_backend(scheme, bucket, retries), f"{scheme_sep}{bucket}/",
+                           "/".join(parts), options)
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
             raise InvalidNameError(
                 f"Unsupported storage URL {text!r}. Expected a local path, gs://, s3:// or "
                 "memory://."
             )
-        return cls(_POSIX, "", os.path.abspath(os.path.expanduser(text)))
+        return cls(_POSIX[options.fsync], "", os.path.abspath(os.path.expanduser(text)), options)
 
     @property
     def is_local(self) -> bool:

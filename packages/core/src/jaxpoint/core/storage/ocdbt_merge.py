@@ -43,7 +43,7 @@ def merge_process_databases(item: Location, process_indices: Iterable[int] | Non
     indices = list(process_indices) if process_indices is not None else written_process_indices(item)
     if not indices:
         return
-    context = write_context()
+    context = write_context(fsync=item.options.fsync)
     root_spec = {"driver": "ocdbt", "base": item.kvstore_spec(), "config": dict(OCDBT_CONFIG)}
     try:
         children = [ts.KvStore.open(process_database_spec(item, i), context=context) for i in indices]

@@ -18,7 +18,7 @@ def storage_error(error: OSError, action: str, path: str) -> StorageError:
     reading = action.startswith(("read", "look up", "list"))
     access = ("Grant read access (or run as a user who has it)" if reading
               else "Grant write access or choose another directory")
-    hints = {
+    hints: dict[int | None, str] = {
         errno.ENOSPC: "The disk is full. Free space there (or save elsewhere) and retry.",
         errno.EDQUOT: "The disk quota is exhausted. Free space there and retry.",
         errno.EACCES: f"{access}.",
@@ -86,9 +86,25 @@ def fsync_folder(path: str) -> None:
 
 
 class PosixBackend:
-    """Local disk; commits by renaming a finished tmp folder into place."""
+    """Local disk; commits by renaming a finished tmp folder into place.
+
+    `fsync=False` skips flushing files and folders to the disk: a commit is still atomic
+    for every process, but a machine crash may lose or truncate what it wrote.
+    """
 
     has_atomic_rename = True
+
+    def __init__(self, *, fsync: bool = True) -> None:
+        self.fsync = fsync
+
+    def _sync_file(self, f: Any) -> None:
+        f.flush()
+        if self.fsync:
+            os.fsync(f.fileno())
+
+    def _sync_folder_of(self, path: str) -> None:
+        if self.fsync:
+            fsync_folder(os.path.dirname(path) or ".")
 
     def kvstore_spec(self, path: str) -> dict[str, Any]:
         return {"driver": "file", "path": path.rstrip("/") + "/"}
@@ -135,8 +151,7 @@ class PosixBackend:
         try:
             with open(partial, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                self._sync_file(f)
             os.replace(partial, path)
         except OSError as error:
             if os.path.exists(partial):
@@ -149,8 +164,7 @@ class PosixBackend:
         try:
             with open(partial, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                self._sync_file(f)
             try:
                 os.link(partial, path)  # fails with EEXIST, never replaces
             except FileExistsError:
@@ -205,7 +219,7 @@ class PosixBackend:
         try:
             if not _rename_without_replacing(source, target):
                 os.rename(source, target)
-            fsync_folder(os.path.dirname(target) or ".")
+            self._sync_folder_of(target)
         except OSError as error:
             raise storage_error(error, f"rename {source} to", target) from error
 
@@ -225,7 +239,7 @@ class PosixBackend:
             error = OSError(code, os.strerror(code))
             raise storage_error(error, f"exchange {source} with", target) from error
         try:
-            fsync_folder(os.path.dirname(target) or ".")
+            self._sync_folder_of(target)
         except OSError as error:
             raise storage_error(error, "sync the folder of", target) from error
         return True

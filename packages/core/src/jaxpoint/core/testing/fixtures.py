@@ -13,7 +13,7 @@ import numpy as np
 from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxpoint.core.storage import TMP_SUFFIX
-from jaxpoint.core.tree import to_flat_dict
+from jaxpoint.core.tree.flat_dict import to_flat_dict
 
 PathLike = str | os.PathLike[str]
 

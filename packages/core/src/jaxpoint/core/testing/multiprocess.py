@@ -34,6 +34,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 from jaxpoint.core.errors import InvalidArgumentError, ProcessRunError
@@ -317,42 +318,44 @@ def _outcome(
     index: int, child: subprocess.Popen[bytes], workdir: Path, *, timed_out: bool
 ) -> ProcessOutcome:
     output = (workdir / f"output-{index}.log").read_bytes()[-_OUTPUT_TAIL_CHARS:]
-    common = {"process_id": index, "exit_code": child.returncode,
-              "output": output.decode(errors="replace")}
+
+    def outcome(status: ProcessStatus, **found: Any) -> ProcessOutcome:
+        return ProcessOutcome(process_id=index, status=status, exit_code=child.returncode,
+                              output=output.decode(errors="replace"), **found)
+
     result_path = workdir / f"result-{index}.pkl"
     if not result_path.exists():
-        status = ProcessStatus.TIMED_OUT if timed_out else ProcessStatus.DIED
-        return ProcessOutcome(status=status, **common)
+        return outcome(ProcessStatus.TIMED_OUT if timed_out else ProcessStatus.DIED)
     record = pickle.loads(result_path.read_bytes())
     if record["status"] == "returned":
         try:
             value = pickle.loads(record["value"])
         except Exception:
-            return ProcessOutcome(
-                status=ProcessStatus.RAISED, error_type="pickle.UnpicklingError",
+            return outcome(
+                ProcessStatus.RAISED, error_type="pickle.UnpicklingError",
                 traceback=f"the parent could not unpickle the returned value:\n"
-                f"{traceback.format_exc()}", **common,
+                f"{traceback.format_exc()}",
             )
-        return ProcessOutcome(status=ProcessStatus.RETURNED, value=value, **common)
+        return outcome(ProcessStatus.RETURNED, value=value)
     try:
         error = pickle.loads(record["error"]) if record["error"] is not None else None
     except Exception:
         error = None
-    return ProcessOutcome(
-        status=ProcessStatus.RAISED, error=error, error_type=record["error_type"],
-        traceback=record["traceback"], **common,
-    )
+    return outcome(ProcessStatus.RAISED, error=error, error_type=record["error_type"],
+                   traceback=record["traceback"])
 
 
 def _child_main(spec: dict[str, Any]) -> NoReturn:
     """Runs in each child: joins the job, runs the target, records how it went, exits."""
     global _run_process_id
     _run_process_id = spec["process_id"]
-    distributed = None
+    distributed: ModuleType | None = None
     try:
         if spec["initialize"]:
-            import jax.distributed as distributed
+            # Imported in the child only: the parent need not import jax at all.
+            import jax.distributed as joined
 
+            distributed = joined
             distributed.initialize(
                 coordinator_address=spec["coordinator"],
                 coordinator_bind_address=spec["coordinator"],

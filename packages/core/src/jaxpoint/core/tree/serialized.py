@@ -46,6 +46,16 @@ def serialize_tree(tree: Any, keep_empty_nodes: bool = False) -> Any:
     return root
 
 
+def _child(node: Any, name: int | str) -> Any:
+    if isinstance(node, dict):
+        return node[name]
+    if isinstance(node, list | tuple):
+        if not isinstance(name, int):
+            raise TypeError(f"a sequence has no key {name!r}")
+        return node[name]
+    return getattr(node, str(name))
+
+
 def deserialize_tree(serialized: Any, target: Any, keep_empty_nodes: bool = False) -> Any:
     """`target`'s structure filled with the values found at the same keys in `serialized`."""
 
@@ -56,7 +66,7 @@ def deserialize_tree(serialized: Any, target: Any, keep_empty_nodes: bool = Fals
             try:
                 if isinstance(node, dict) and name not in node:
                     name = str(name)
-                node = node[name] if isinstance(node, dict | list | tuple) else getattr(node, name)
+                node = _child(node, name)
             except (KeyError, IndexError, AttributeError, TypeError) as error:
                 raise TreeMismatchError(
                     f"Expected key {name!r} at {jax.tree_util.keystr(key_path)} of the "

@@ -103,9 +103,9 @@ def flat_transforms(transformations: Any) -> dict[str, Transform]:
 
 def apply_flat(original: Mapping[str, Any], transforms: Mapping[str, Transform],
                new: dict[str, Any], *, default_to_original: bool,
-               multi_value: Callable[[Transform, str], Any]) -> dict[str, Any]:
-    """Orbax's transformation of flat trees; `multi_value(transform, key)` runs a
-    `multi_value_fn`. Returns `new` with its values replaced."""
+               multi_value: Callable[[Callable[..., Any], str], Any]) -> dict[str, Any]:
+    """Orbax's transformation of flat trees; `multi_value(multi_value_fn, key)` runs a
+    transform's `multi_value_fn`. Returns `new` with its values replaced."""
     unmatched = []
     for key in new:
         found = False
@@ -118,7 +118,7 @@ def apply_flat(original: Mapping[str, Any], transforms: Mapping[str, Transform],
                 if not default_to_original:
                     new[key] = _original(original, key, key, pattern)
             elif transform.multi_value_fn is not None:
-                new[key] = multi_value(transform, key)
+                new[key] = multi_value(transform.multi_value_fn, key)
             else:
                 source_pattern = transform.original_pattern
                 source = key if source_pattern is None else match.expand(source_pattern)
@@ -160,8 +160,8 @@ def apply_transformations(original_tree: Any, transformations: Any, new_tree: An
     original, _ = flat_leaves(original_tree)
     new, treedef = flat_leaves(new_tree)
 
-    def multi_value(transform: Transform, key: str) -> Any:
-        return transform.multi_value_fn(key, original_tree)
+    def multi_value(multi_value_fn: Callable[..., Any], key: str) -> Any:
+        return multi_value_fn(key, original_tree)
 
     result = apply_flat(original, flat_transforms(transformations), new,
                         default_to_original=bool(default_to_original), multi_value=multi_value)
