@@ -84,13 +84,12 @@ def rebuilt(target: Any, restored: Any, choice: OptimizerChange) -> Any:
 
 
 def _placed_like(saved: Any, target: Any) -> Any:
-    treedef = jax.tree_util.tree_structure(target)
-    values = treedef.flatten_up_to(saved)
-    placed = []
-    for value, wanted in zip(values, jax.tree_util.tree_leaves(target), strict=True):
+    """`saved` (restored without a target) with `target`'s structure, dtypes and shardings."""
+
+    def place(wanted: Any, value: Any) -> Any:
         if isinstance(wanted, jax.Array | jax.ShapeDtypeStruct):
-            value = jax.device_put(jnp.asarray(value, dtype=wanted.dtype), wanted.sharding)
-        else:
-            value = type(wanted)(value)
-        placed.append(value)
-    return jax.tree_util.tree_unflatten(treedef, placed)
+            return jax.device_put(jnp.asarray(value, dtype=wanted.dtype), wanted.sharding)
+        return type(wanted)(value)
+
+    # tree_map reads `saved` up to the target's structure (a saved tuple is a list).
+    return jax.tree_util.tree_map(place, target, saved)

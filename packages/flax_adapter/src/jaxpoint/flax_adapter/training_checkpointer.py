@@ -114,7 +114,7 @@ class TrainingCheckpointer:
     def save(self, step: int, *, metrics: Mapping[str, Any] | None = None,
              force: bool = False) -> bool:
         """Collective. Saves `step` when the manager's policy (or `force`) says so."""
-        names = {_STATE: ocp_args.StandardSave(self._binding.tree())}
+        names: dict[str, Any] = {_STATE: ocp_args.StandardSave(self._binding.tree())}
         names.update({name: ocp_args.JsonSave(read()) for name, read in self._items.items()})
         if self._config is not None:
             names[_CONFIG] = ocp_args.JsonSave(_config_as_json(self._config))
