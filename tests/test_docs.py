@@ -5,6 +5,7 @@ import importlib
 import pathlib
 import pkgutil
 import re
+import shutil
 
 import jaxpoint.core
 import pytest
@@ -63,3 +64,17 @@ def test_the_orbax_style_example_runs_on_orbax_too(tmp_path, monkeypatch):
     state = {"params": {"w": jax.numpy.ones((8, 8))}, "step": 10}
     namespace = {"jax": jax, "np": np, "ocp": orbax.checkpoint, "state": state}
     exec(compile(block, "getting-started.md (on Orbax)", "exec"), namespace)  # noqa: S102
+
+
+def test_emergency_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "docs" / "emergency.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    try:
+        for block in blocks:
+            exec(compile(block, "emergency.md", "exec"), namespace)  # noqa: S102
+    finally:
+        if "local_in_ram" in namespace:  # the RAM disk is not the test's tmp_path
+            shutil.rmtree(namespace["local_in_ram"], ignore_errors=True)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from jaxpoint.core import args as args_module
 from jaxpoint.core.checkpointers import options as checkpointer_options
+from jaxpoint.core.emergency import options as emergency_options
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.handlers import leaf_args
 from jaxpoint.core.handlers.host_copies import is_pinned
@@ -28,10 +29,23 @@ TESTS = pathlib.Path(__file__).resolve().parents[1]
 HERE = "tests/core/test_option_effects.py"
 TRANSFORMS = "tests/core/handlers/test_transforms.py"
 STORAGE = "tests/core/storage/test_storage_options.py"
-OPTION_MODULES = (args_module, checkpointer_options, manager_options, leaf_args, storage_options)
+EMERGENCY = "tests/core/emergency/test_checkpoint_manager.py"
+OPTION_MODULES = (args_module, checkpointer_options, manager_options, leaf_args, storage_options,
+                  emergency_options)
 
 # (class, field) -> the test file that sets the field and checks its effect or its error.
 FIELDS: dict[tuple[str, str], str] = {
+    **{("emergency.LocalCheckpointOptions", f): EMERGENCY for f in (
+        "save_interval_steps", "max_to_keep", "should_save_fn", "save_decision_policy",
+        "preservation_policy")},
+    **{("emergency.PersistentCheckpointOptions", f): EMERGENCY for f in (
+        "save_interval_steps", "max_to_keep", "keep_period", "should_save_fn",
+        "save_decision_policy", "preservation_policy", "best_fn", "best_mode")},
+    ("emergency.MultiprocessingOptions", "coordination_timeout_secs"): EMERGENCY,
+    **{("emergency.CheckpointManagerOptions", f): EMERGENCY for f in (
+        "local", "persistent", "replica_axis_index", "step_name_format", "cleanup_tmp_directories",
+        "enable_async_checkpointing", "async_options", "multiprocessing_options",
+        "single_host_load_and_broadcast")},
     **{("ArrayRestore", f): "tests/core/interop/test_read_orbax_written.py" for f in ("item", "restore_args")},
     ("ArraySave", "item"): "tests/core/handlers/test_other_handlers.py",
     ("ArraySave", "save_args"): HERE,
@@ -100,7 +114,9 @@ def _option_classes() -> dict[str, type]:
     for module in OPTION_MODULES:
         for _, obj in inspect.getmembers(module, inspect.isclass):
             if dataclasses.is_dataclass(obj) and obj.__module__.startswith("jaxpoint.core"):
-                found[obj.__qualname__] = obj
+                # The emergency options reuse orbax's class names: keep them apart.
+                prefix = "emergency." if obj.__module__.startswith("jaxpoint.core.emergency") else ""
+                found[prefix + obj.__qualname__] = obj
     return found
 
 

@@ -166,54 +166,53 @@ def _chunk_offset(item: Path, key: str, data: bytes) -> int:
     return offset
 
 
-def test_flipped_chunk_byte_names_item_parameter_and_key(composite, tmp_path):
-    copy = tmp_path / "ckpt"
-    shutil.copytree(composite[0], copy)
+@pytest.fixture
+def copy(composite, tmp_path) -> Path:
+    """A copy of the composite checkpoint, for one test to damage."""
+    copied = tmp_path / "ckpt"
+    shutil.copytree(composite[0], copied)
+    return copied
+
+
+def _assert_corruption_caught(copy: Path, *, by_verify: str, by_restore: str) -> None:
+    """`verify` and a restore both raise CorruptCheckpointError, each with its message."""
+    with pytest.raises(CorruptCheckpointError, match=by_verify):
+        verify(copy)
+    with pytest.raises(CorruptCheckpointError, match=by_restore):
+        _composite_restore(copy)
+
+
+def test_flipped_chunk_byte_names_item_parameter_and_key(copy):
     data_file = _chunk_file(copy / "state")
     data = bytearray(data_file.read_bytes())
     data[_chunk_offset(copy / "state", "params.big/c/0", data) + 100] ^= 0x01
     data_file.write_bytes(bytes(data))
     key = r"\"params.big/c/0\".*Digest mismatch"
-    with pytest.raises(CorruptCheckpointError, match=rf"Item 'state' at .*parameter 'params.big'.*{key}"):
-        verify(copy)
-    with pytest.raises(CorruptCheckpointError, match=rf"parameter 'params.big' of item .*state: .*{key}"):
-        _composite_restore(copy)
+    _assert_corruption_caught(copy, by_verify=rf"Item 'state' at .*parameter 'params.big'.*{key}",
+                              by_restore=rf"parameter 'params.big' of item .*state: .*{key}")
 
 
-def test_truncated_data_file_names_the_file(composite, tmp_path):
-    copy = tmp_path / "ckpt"
-    shutil.copytree(composite[0], copy)
+def test_truncated_data_file_names_the_file(copy):
     data_file = _chunk_file(copy / "state")
     data_file.write_bytes(data_file.read_bytes()[:1000])
-    with pytest.raises(CorruptCheckpointError, match=rf"{data_file.name}.*is not valid for value"):
-        verify(copy)
-    with pytest.raises(CorruptCheckpointError, match="parameter 'params.*is not valid for value"):
-        _composite_restore(copy)
+    _assert_corruption_caught(copy, by_verify=rf"{data_file.name}.*is not valid for value",
+                              by_restore="parameter 'params.*is not valid for value")
 
 
-def test_damaged_ocdbt_manifest_is_corruption_not_a_storage_error(composite, tmp_path):
-    copy = tmp_path / "ckpt"
-    shutil.copytree(composite[0], copy)
+def test_damaged_ocdbt_manifest_is_corruption_not_a_storage_error(copy):
     manifest = copy / "state" / "manifest.ocdbt"
     data = bytearray(manifest.read_bytes())
     data[-3] ^= 0xFF
     manifest.write_bytes(bytes(data))
-    with pytest.raises(CorruptCheckpointError, match=r"manifest.ocdbt.*Error decoding manifest"):
-        verify(copy)
-    with pytest.raises(CorruptCheckpointError, match=r"parameter .* of item .*manifest\.ocdbt"):
-        _composite_restore(copy)
+    _assert_corruption_caught(copy, by_verify=r"manifest.ocdbt.*Error decoding manifest",
+                              by_restore=r"parameter .* of item .*manifest\.ocdbt")
 
 
-def test_json_value_change_is_caught_by_checksums(composite, tmp_path):
-    copy = tmp_path / "ckpt"
-    shutil.copytree(composite[0], copy)
+def test_json_value_change_is_caught_by_checksums(copy):
     strings = copy / "state" / "_strings.json"
     strings.write_text(strings.read_text().replace("run-1", "run-7"))  # still valid JSON
     match = r"state/_strings.json does not match the sha256 digest recorded at save"
-    with pytest.raises(CorruptCheckpointError, match=match):
-        verify(copy)
-    with pytest.raises(CorruptCheckpointError, match=match):
-        _composite_restore(copy)
+    _assert_corruption_caught(copy, by_verify=match, by_restore=match)
 
 
 def _orbax_copy(case: str, tmp_path: Path) -> Path:
@@ -245,9 +244,7 @@ def test_orbax_metadata_is_cross_checked_without_checksums(tmp_path):
         verify(copy)
 
 
-def test_composite_names_a_recorded_item_that_is_missing(composite, tmp_path):
-    copy = tmp_path / "ckpt"
-    shutil.copytree(composite[0], copy)
+def test_composite_names_a_recorded_item_that_is_missing(copy):
     (copy / "_CHECKSUMS").unlink()  # as if orbax had written it
     shutil.rmtree(copy / "config")
     with pytest.raises(CorruptCheckpointError, match=r"records items \['config'\] but .* no folder"):

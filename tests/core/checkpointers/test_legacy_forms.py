@@ -8,26 +8,13 @@ nothing.
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import jaxpoint.core as ocp
 import numpy as np
 import pytest
-from jaxpoint.core.checkpointers.legacy_forms import forget_warnings
 from jaxpoint.core.errors import InvalidArgumentError, TreeMismatchError, UnregisteredArgsError
-
-LEGACY_LOGGER = "jaxpoint.core.checkpointers.legacy_forms"
-
-
-@pytest.fixture(autouse=True)
-def fresh_warnings() -> None:
-    forget_warnings()
-
-
-def deprecations(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == LEGACY_LOGGER and r.levelno == logging.WARNING]
 
 
 def _tree(value: float = 1.0) -> dict[str, np.ndarray]:
@@ -35,8 +22,7 @@ def _tree(value: float = 1.0) -> dict[str, np.ndarray]:
 
 
 def test_checkpointer_item_and_keywords_build_the_handler_args(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+        tmp_path: Path, legacy_deprecations: Callable[[], list[str]]) -> None:
     checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
     for name in ("a", "b"):
         checkpointer.save(tmp_path / name, _tree(2.0),
@@ -48,7 +34,7 @@ def test_checkpointer_item_and_keywords_build_the_handler_args(
     as_saved = checkpointer.restore(tmp_path / "b", {"w": None, "b": None})
     assert as_saved["w"].dtype == np.float16  # as saved: the positional item is the target
     assert checkpointer.metadata(tmp_path / "b").item_metadata["w"].dtype == np.float16
-    assert deprecations(caplog) == [
+    assert legacy_deprecations() == [
         "Checkpointer.save(path, item, **kwargs) is a deprecated Orbax call form; jaxpoint "
         "runs it as Checkpointer.save(path, args=PyTreeSave(...)). To migrate, write the "
         "latter (this warning is logged once per process).",
@@ -59,8 +45,7 @@ def test_checkpointer_item_and_keywords_build_the_handler_args(
 
 
 def test_standard_checkpointer_signature_is_current_and_honours_strict(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+        tmp_path: Path, legacy_deprecations: Callable[[], list[str]]) -> None:
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(tmp_path / "s", _tree(3.0), save_args={"w": ocp.SaveArgs(),
                                                                  "b": ocp.SaveArgs()})
@@ -73,17 +58,16 @@ def test_standard_checkpointer_signature_is_current_and_honours_strict(
         assert padded["w"].shape == (2, 5)
         np.testing.assert_array_equal(checkpointer.restore(tmp_path / "s", _tree(0.0))["b"],
                                       np.arange(4))
-    assert deprecations(caplog) == []
+    assert legacy_deprecations() == []
 
 
 def test_pytree_checkpointer_positional_item_is_the_legacy_form(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+        tmp_path: Path, legacy_deprecations: Callable[[], list[str]]) -> None:
     checkpointer = ocp.PyTreeCheckpointer()
     checkpointer.save(tmp_path / "p", _tree(4.0))
     checkpointer.save(tmp_path / "q", args=ocp.args.PyTreeSave(_tree(5.0)))
     assert float(checkpointer.restore(tmp_path / "q", ocp.args.PyTreeRestore())["w"][0, 0]) == 5.0
-    assert [m.split(" is ")[0] for m in deprecations(caplog)] == [
+    assert [m.split(" is ")[0] for m in legacy_deprecations()] == [
         "PyTreeCheckpointer.save(path, item, **kwargs)"]
 
 

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from jaxpoint.core import args
@@ -55,6 +56,14 @@ class SlowSave(CheckpointArgs):
 
 def ready() -> None:
     print("ready", flush=True)
+
+
+def steps_with_sigterm_before_3() -> Iterator[int]:
+    """Steps 0 to 99; SIGTERM reaches this process before step 3, as from a scheduler."""
+    for step in range(100):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        yield step
 
 
 def manager(directory: str, **options: Any) -> CheckpointManager:
@@ -102,9 +111,7 @@ def ctrl_c_in_with(directory: str) -> None:
 
 def preemption_break(directory: str) -> None:
     checkpoints = manager(directory, save_interval_steps=1000)
-    for step in range(100):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
+    for step in steps_with_sigterm_before_3():
         checkpoints.save(step, args=SlowSave({"step": step}))
         if checkpoints.reached_preemption(step):
             break
@@ -112,9 +119,7 @@ def preemption_break(directory: str) -> None:
 
 def sigterm_ignored(directory: str) -> None:
     checkpoints = manager(directory, save_interval_steps=1000)
-    for step in range(100):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
+    for step in steps_with_sigterm_before_3():
         checkpoints.save(step, args=SlowSave({"step": step}))
         print(f"step {step} done", flush=True)
 
@@ -125,18 +130,14 @@ def sigterm_ignored_by_policy(directory: str) -> None:
 
     checkpoints = manager(directory, save_interval_steps=None,
                           save_decision_policy=FixedIntervalPolicy(1000))
-    for step in range(100):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
+    for step in steps_with_sigterm_before_3():
         checkpoints.save(step, args=SlowSave({"step": step}))
         print(f"step {step} done", flush=True)
 
 
 def sigterm_not_handled(directory: str) -> None:
     checkpoints = manager(directory, save_interval_steps=1000, handle_sigterm=False)
-    for step in range(100):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
+    for step in steps_with_sigterm_before_3():
         checkpoints.save(step, args=SlowSave({"step": step}))
 
 

@@ -7,6 +7,7 @@ by `keep_checkpoints_without_metrics`, as Orbax 0.12.8 does.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ import pytest
 from core.manager.manager_support import restored_step, save_steps, step_folders, sync_options, tree
 from jaxpoint.core import args
 from jaxpoint.core.checkpointers import AsyncCheckpointer, AsyncOptions, Checkpointer
-from jaxpoint.core.checkpointers.legacy_forms import forget_warnings
 from jaxpoint.core.checkpointers.options import MultiprocessingOptions
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.handlers import (
@@ -28,27 +28,14 @@ from jaxpoint.core.handlers import (
 from jaxpoint.core.manager import CheckpointManager, CheckpointManagerOptions
 from jaxpoint.core.tree.transforms import Transform
 
-LEGACY_LOGGER = "jaxpoint.core.checkpointers.legacy_forms"
-
-
-@pytest.fixture(autouse=True)
-def fresh_warnings() -> None:
-    forget_warnings()
-
-
-def deprecations(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == LEGACY_LOGGER and r.levelno == logging.WARNING]
-
 
 def two_items() -> dict[str, Checkpointer]:
     return {"state": Checkpointer(PyTreeCheckpointHandler()),
             "config": Checkpointer(JsonCheckpointHandler())}
 
 
-def test_one_checkpointer_is_one_unnamed_item(tmp_path: Path,
-                                              caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+def test_one_checkpointer_is_one_unnamed_item(
+        tmp_path: Path, legacy_deprecations: Callable[[], list[str]]) -> None:
     with CheckpointManager(tmp_path, Checkpointer(StandardCheckpointHandler()),
                            CheckpointManagerOptions(max_to_keep=2)) as manager:
         for step in (1, 2, 3):
@@ -60,7 +47,7 @@ def test_one_checkpointer_is_one_unnamed_item(tmp_path: Path,
         again = manager.restore(2, tree(0), {"strict": True})
         np.testing.assert_array_equal(again["w"], tree(2)["w"])
         assert manager.item_metadata(3)["w"].shape == (2, 3)
-    assert deprecations(caplog) == [
+    assert legacy_deprecations() == [
         "CheckpointManager(directory, checkpointers, options) is a deprecated Orbax call form; "
         "jaxpoint runs it as CheckpointManager(directory, options=..., item_handlers=...) with "
         "save(step, args=...). To migrate, write the latter (this warning is logged once per "
@@ -75,8 +62,7 @@ def test_one_checkpointer_is_one_unnamed_item(tmp_path: Path,
 
 
 def test_dict_of_checkpointers_saves_and_restores_named_items(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+        tmp_path: Path, legacy_deprecations: Callable[[], list[str]]) -> None:
     for run in range(2):  # a second manager in the same process warns no more
         with CheckpointManager(tmp_path / str(run), two_items(), sync_options()) as manager:
             manager.save(1, {"state": tree(1), "config": {"lr": 0.5}},
@@ -96,7 +82,7 @@ def test_dict_of_checkpointers_saves_and_restores_named_items(
             # item_metadata goes through the checkpointers' handlers
             assert manager.item_metadata(1)["state"]["w"].shape == (2, 3)
             assert str(manager.item_metadata(1)["state"]["w"].dtype) == "float16"
-    assert len(deprecations(caplog)) == 3
+    assert len(legacy_deprecations()) == 3
 
 
 def test_async_checkpointers_save_in_the_background_with_their_options(tmp_path: Path) -> None:
@@ -113,13 +99,12 @@ def test_async_checkpointers_save_in_the_background_with_their_options(tmp_path:
         assert (tmp_path / "sync" / "1" / "default" / "_METADATA").is_file()
 
 
-def test_jaxpoint_positional_forms_are_not_legacy(tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+def test_jaxpoint_positional_forms_are_not_legacy(
+        tmp_path: Path, legacy_deprecations: Callable[[], list[str]]) -> None:
     with CheckpointManager(tmp_path, sync_options()) as manager:
         manager.save(1, args.StandardSave(tree(1)))
         assert int(manager.restore(1, args.StandardRestore(tree(0)))["step"]) == 1
-    assert deprecations(caplog) == []
+    assert legacy_deprecations() == []
 
 
 def test_legacy_restore_uses_the_handler_the_step_records(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
+from core.multihost.captured import capture, reraise
 from jaxpoint.core.errors import (
     BarrierTimeoutError,
     InvalidArgumentError,
@@ -38,14 +39,6 @@ _TIMEOUT_S = 30.0
 _SHORT_TIMEOUT_S = 1.5
 _LOOP_CALLS = 20
 _SIGNAL_STEP = 3
-
-
-def _capture(call: Any) -> Any:
-    """Runs `call`, returning its exception instead of raising it."""
-    try:
-        return call()
-    except Exception as error:
-        return error
 
 
 def _barrier_loop(name: str) -> int:
@@ -85,7 +78,7 @@ def _collectives_target(token: str) -> dict[str, Any]:
     for _ in range(3):  # disjoint subsets share a name without meeting each other
         sync_global_processes("half", processes=same_parity, timeout_s=_TIMEOUT_S)
     sync_global_processes("spelling", processes=None if me == 0 else range(n), timeout_s=_TIMEOUT_S)
-    report["not_member_error"] = _capture(
+    report["not_member_error"] = capture(
         lambda: sync_global_processes("outsider", processes=[p for p in range(n) if p != me])
     )
 
@@ -104,7 +97,7 @@ def _collectives_target(token: str) -> dict[str, Any]:
 
     agree_on_success(True, name="save/write")
     failure = ValueError(f"disk full on process {me}") if me == last else True
-    report["agreement_error"] = _capture(lambda: agree_on_success(failure, name="save/write"))
+    report["agreement_error"] = capture(lambda: agree_on_success(failure, name="save/write"))
 
     # Around the check, processes may still be deleting or already adding arrivals.
     sync_global_processes("before_cleanup_check", timeout_s=_TIMEOUT_S)
@@ -116,19 +109,19 @@ def _collectives_target(token: str) -> dict[str, Any]:
     # Failure paths last: they leave the keys of failed calls behind on purpose.
     if me != last:
         started = time.monotonic()
-        report["timeout_error"] = _capture(
+        report["timeout_error"] = capture(
             lambda: sync_global_processes("late", timeout_s=_SHORT_TIMEOUT_S)
         )
         report["timeout_s"] = time.monotonic() - started
     sync_global_processes("after_timeout", timeout_s=_TIMEOUT_S)
     if me == last:  # arrives only after the others gave up on "late"
-        report["late_error"] = _capture(lambda: sync_global_processes("late", timeout_s=_TIMEOUT_S))
-    report["no_source_error"] = _capture(
+        report["late_error"] = capture(lambda: sync_global_processes("late", timeout_s=_TIMEOUT_S))
+    report["no_source_error"] = capture(
         lambda: broadcast_one_to_some(None, is_source=False, processes=None,
                                       timeout_s=_SHORT_TIMEOUT_S, name="nobody")
     )
     if me in (0, 1):
-        report["two_sources"] = _capture(
+        report["two_sources"] = capture(
             lambda: broadcast_one_to_some(me, is_source=True, processes=[0, 1], name="two")
         )
     sync_global_processes("done", timeout_s=_TIMEOUT_S)
@@ -166,11 +159,6 @@ def reports(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     )
 
 
-def _reraise(error: BaseException | None) -> None:
-    assert error is not None, "expected the collective to raise, but it returned"
-    raise error
-
-
 def test_processes_join_with_their_roles_and_devices(reports: list[dict[str, Any]]) -> None:
     n = len(reports)
     assert [r["index"] for r in reports] == list(range(n))
@@ -197,7 +185,7 @@ def test_barrier_outside_its_process_subset_is_refused(reports: list[dict[str, A
         with pytest.raises(
             InvalidArgumentError, match=rf"only members of .* but process {me} called it"
         ):
-            _reraise(report["not_member_error"])
+            reraise(report["not_member_error"])
 
 
 def test_barrier_timeout_names_the_missing_process(reports: list[dict[str, Any]]) -> None:
@@ -208,7 +196,7 @@ def test_barrier_timeout_names_the_missing_process(reports: list[dict[str, Any]]
             match=rf"barrier 'late' .* on process {report['index']}: .*"
             rf"process\(es\) \[{last}\] never arrived",
         ):
-            _reraise(report["timeout_error"])
+            reraise(report["timeout_error"])
         # The coordination service checks deadlines once a second; the rest is for a busy CI.
         assert _SHORT_TIMEOUT_S - 0.1 <= report["timeout_s"] < _SHORT_TIMEOUT_S + 3.0
 
@@ -218,7 +206,7 @@ def test_late_arrival_at_a_failed_barrier_raises_at_once(reports: list[dict[str,
     with pytest.raises(
         BarrierTimeoutError, match=rf"already failed when process {last} arrived"
     ):
-        _reraise(reports[-1]["late_error"])
+        reraise(reports[-1]["late_error"])
 
 
 def test_broadcast_one_to_all_sends_process_0s_arrays(reports: list[dict[str, Any]]) -> None:
@@ -243,7 +231,7 @@ def test_broadcast_without_a_source_times_out(reports: list[dict[str, Any]]) -> 
         with pytest.raises(
             BarrierTimeoutError, match=r"broadcast 'nobody' .* pass is_source=True .* none did"
         ):
-            _reraise(report["no_source_error"])
+            reraise(report["no_source_error"])
 
 
 def test_broadcast_with_two_sources_is_refused(reports: list[dict[str, Any]]) -> None:
@@ -251,7 +239,7 @@ def test_broadcast_with_two_sources_is_refused(reports: list[dict[str, Any]]) ->
     errors = [o for o in outcomes if isinstance(o, Exception)]
     assert len(errors) == 1, outcomes
     with pytest.raises(InvalidArgumentError, match=r"Expected exactly one source for broadcast"):
-        _reraise(errors[0])
+        reraise(errors[0])
 
 
 def test_agreement_raises_everywhere_naming_the_failed_process(
@@ -264,7 +252,7 @@ def test_agreement_raises_everywhere_naming_the_failed_process(
             match=rf"process\(es\) \[{last}\] failed \(process {last}: ValueError: disk full "
             rf"on process {last}\)\. Process {report['index']} raises this too",
         ) as caught:
-            _reraise(report["agreement_error"])
+            reraise(report["agreement_error"])
         assert caught.value.failures == {last: f"ValueError: disk full on process {last}"}
 
 

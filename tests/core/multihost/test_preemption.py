@@ -13,24 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from core.multihost.captured import capture, reraise
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.multihost import install_preemption_handler, reached_preemption
 from jaxpoint.core.multihost.preemption import reset_preemption_handler
 from jaxpoint.core.testing.multiprocess import run_processes
 
 _GIVE_UP_S = 30.0
-
-
-def _capture(call: Any) -> Any:
-    try:
-        return call()
-    except Exception as error:
-        return error
-
-
-def _reraise(error: BaseException | None) -> None:
-    assert error is not None, "expected the call to raise, but it returned"
-    raise error
 
 
 def _wait_until_preempted(step: int) -> bool:
@@ -66,7 +55,7 @@ def _single_process_target() -> dict[str, Any]:
 
     reset_preemption_handler()
     with ThreadPoolExecutor(1) as pool:
-        report["thread_error"] = pool.submit(_capture, install_preemption_handler).result()
+        report["thread_error"] = pool.submit(capture, install_preemption_handler).result()
     return report
 
 
@@ -86,11 +75,11 @@ def test_single_process_sees_sigterm_from_the_first_check_after_it() -> None:
     assert report["after_reset"] is False
     assert report["survived_default_handler"] is True
     with pytest.raises(InvalidArgumentError, match=r"installed from the main thread, got thread"):
-        _reraise(report["thread_error"])
+        reraise(report["thread_error"])
 
 
 def _disabled_service_target() -> Any:
-    return _capture(lambda: reached_preemption(0))
+    return capture(lambda: reached_preemption(0))
 
 
 def test_disabled_preemption_service_is_reported() -> None:
@@ -105,4 +94,4 @@ def test_disabled_preemption_service_is_reported() -> None:
         InvalidArgumentError,
         match=r"preemption service to run on process 0 of 1, but it is disabled",
     ):
-        _reraise(error)
+        reraise(error)

@@ -48,8 +48,8 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "args", "checkpoint_args", "checkpoint_manager", "checkpoint_managers", "checkpoint_utils",
-    "checkpointers", "errors", "handlers", "manager", "metadata", "multihost", "options", "path",
-    "test_utils", "transform_utils", "tree", "type_handlers", "utils",
+    "checkpointers", "emergency", "errors", "experimental", "handlers", "manager", "metadata",
+    "multihost", "options", "path", "test_utils", "transform_utils", "tree", "type_handlers", "utils",
 )
 _ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -63,7 +63,9 @@ if TYPE_CHECKING:
         checkpoint_managers,
         checkpoint_utils,
         checkpointers,
+        emergency,
         errors,
+        experimental,
         handlers,
         manager,
         metadata,

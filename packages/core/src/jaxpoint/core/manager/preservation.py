@@ -19,7 +19,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step
-from jaxpoint.core.validation import require_int_at_least
+from jaxpoint.core.validation import require_int_at_least, require_policies
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -184,14 +184,8 @@ class AnyPreservationPolicy:
     policies: Sequence[PreservationPolicy] = dataclasses.field(kw_only=False)
 
     def __post_init__(self) -> None:
-        policies = tuple(self.policies)
-        for policy in policies:
-            if not callable(getattr(policy, "should_preserve", None)):
-                raise InvalidArgumentError(
-                    f"Expected preservation policies with a should_preserve method, got "
-                    f"{policy!r}. To fix, pass objects such as LatestN(3)."
-                )
-        object.__setattr__(self, "policies", policies)
+        object.__setattr__(self, "policies", require_policies(
+            self.policies, method="should_preserve", kind="preservation", example="LatestN(3)"))
 
     def should_preserve(self, checkpoints: Sequence[CheckpointInfo], *,
                         context: PreservationContext) -> list[bool]:

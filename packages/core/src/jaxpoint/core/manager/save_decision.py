@@ -19,7 +19,7 @@ from jaxpoint.core import multihost
 from jaxpoint.core.checkpointers import MultiprocessingOptions
 from jaxpoint.core.errors import InvalidArgumentError
 from jaxpoint.core.manager.checkpoint_info import CheckpointInfo, as_step
-from jaxpoint.core.validation import require_positive_int
+from jaxpoint.core.validation import require_policies, require_positive_int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -163,14 +163,9 @@ class AnySavePolicy:
     policies: Sequence[SaveDecisionPolicy] = dataclasses.field(kw_only=False)
 
     def __post_init__(self) -> None:
-        policies = tuple(self.policies)
-        for policy in policies:
-            if not callable(getattr(policy, "should_save", None)):
-                raise InvalidArgumentError(
-                    f"Expected save-decision policies with a should_save method, got "
-                    f"{policy!r}. To fix, pass objects such as FixedIntervalPolicy(100)."
-                )
-        object.__setattr__(self, "policies", policies)
+        object.__setattr__(self, "policies", require_policies(
+            self.policies, method="should_save", kind="save-decision",
+            example="FixedIntervalPolicy(100)"))
 
     def should_save(self, step: CheckpointInfo, previous_steps: Sequence[CheckpointInfo], *,
                     context: DecisionContext) -> bool:
