@@ -26,6 +26,25 @@ class PartitionedMlp(nn.Module):
         return nn.Dense(8, kernel_init=kernel_init)(x)
 
 
+class MeshPartitionedMlp(nn.Module):
+    """Partitioned by mesh axis names directly (`nn.with_partitioning`), no logical names."""
+
+    @nn.compact
+    def __call__(self, x):
+        kernel_init = nn.with_partitioning(nn.initializers.lecun_normal(), (None, "model"))
+        return nn.Dense(8, kernel_init=kernel_init)(x)
+
+
+def create_partitioned(module: nn.Module):
+    """A create function for a TrainState of `module` (inputs of 4 features)."""
+
+    def create():
+        params = module.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+        return train_state.TrainState.create(apply_fn=module.apply, params=params,
+                                             tx=optax.adam(1e-3))
+    return create
+
+
 class RngTrainState(train_state.TrainState):
     """A user subclass with extra fields: a PRNG key and a Python counter."""
 

@@ -1,23 +1,20 @@
 """The training examples: SIGTERM mid-run, resume in a new process, same losses."""
 
-from flax_adapter.example_runs import interrupted_losses, uninterrupted_losses
+import pytest
+from flax_adapter.example_runs import interrupted_losses, start_uninterrupted, uninterrupted_losses
+
+STEPS = 16
+SIGTERM_AFTER = 6  # off the save interval (5): the preemption save is what resumes
 
 
-def test_linen_example_resumed_losses_equal_an_uninterrupted_run(tmp_path):
-    script = "examples/flax_linen_train.py"
-    expected = uninterrupted_losses(script, tmp_path / "straight", steps=24)
-    got, stopped_at = interrupted_losses(script, tmp_path / "interrupted", steps=24,
-                                         sigterm_after_step=8)
+@pytest.mark.parametrize("script", ["examples/flax_linen_train.py",
+                                    "examples/flax_nnx_train.py"])
+def test_resumed_losses_equal_an_uninterrupted_run(tmp_path, script):
+    straight = start_uninterrupted(script, tmp_path / "straight", steps=STEPS)
+    got, stopped_at = interrupted_losses(script, tmp_path / "interrupted", steps=STEPS,
+                                         sigterm_after_step=SIGTERM_AFTER)
+    expected = uninterrupted_losses(straight)
 
-    assert 8 <= stopped_at < 24  # it stopped mid-run, at the step it was on
+    assert SIGTERM_AFTER <= stopped_at < STEPS  # it stopped mid-run, at the step it was on
+    assert sorted(expected) == list(range(1, STEPS + 1))
     assert got == expected  # bit-exact: floats compared by equality
-
-
-def test_nnx_example_resumed_losses_equal_an_uninterrupted_run(tmp_path):
-    script = "examples/flax_nnx_train.py"
-    expected = uninterrupted_losses(script, tmp_path / "straight", steps=24)
-    got, stopped_at = interrupted_losses(script, tmp_path / "interrupted", steps=24,
-                                         sigterm_after_step=8)
-
-    assert 8 <= stopped_at < 24
-    assert got == expected

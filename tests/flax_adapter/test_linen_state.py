@@ -2,16 +2,20 @@
 
 import types
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import jaxpoint.core as ocp
 import numpy as np
 import optax
+import pytest
 from flax.training import train_state
 from flax_adapter.models import (
+    MeshPartitionedMlp,
     PartitionedMlp,
     RngTrainState,
     batch_for,
+    create_partitioned,
     create_rng_state,
     create_state,
     train_step,
@@ -87,6 +91,39 @@ def test_abstract_target_uses_logical_partitioning_on_a_mesh(tmp_path):
     restored = ocp.restore(tmp_path / "ckpt", abstract)
     assert restored.params["Dense_0"]["kernel"].unbox().sharding.spec == (
         jax.sharding.PartitionSpec("data", "model"))
+
+
+def test_mesh_axis_partitioning_is_kept_as_written(tmp_path):
+    mesh = jax.make_mesh((2, 2), ("data", "model"))
+    create = create_partitioned(MeshPartitionedMlp())
+
+    # Rules for logical names leave `nn.with_partitioning`'s mesh axes alone.
+    abstract = abstract_train_state(create, mesh, logical_axis_rules=(("embed", "data"),))
+
+    column = jax.sharding.PartitionSpec(None, "model")
+    assert abstract.params["Dense_0"]["kernel"].unbox().sharding.spec == column
+    assert abstract.opt_state[0].mu["Dense_0"]["kernel"].unbox().sharding.spec == column
+    ocp.save(tmp_path / "ckpt", create().replace(step=jnp.asarray(0)))
+    restored = ocp.restore(tmp_path / "ckpt", abstract)
+    assert restored.params["Dense_0"]["kernel"].unbox().sharding.spec == column
+
+
+def test_logical_rules_set_with_the_flax_context_are_used():
+    mesh = jax.make_mesh((2, 2), ("data", "model"))
+    with nn.logical_axis_rules((("embed", "model"), ("hidden", "data"))):
+        abstract = abstract_train_state(create_partitioned(PartitionedMlp()), mesh)
+
+    wanted = jax.sharding.PartitionSpec("model", "data")
+    assert abstract.params["Dense_0"]["kernel"].unbox().sharding.spec == wanted
+    assert abstract.opt_state[0].nu["Dense_0"]["kernel"].unbox().sharding.spec == wanted
+
+
+def test_partitioning_on_an_axis_the_mesh_lacks_is_refused():
+    mesh = jax.make_mesh((4,), ("data",))
+    with pytest.raises(ocp.CheckpointError,
+                       match=r"params\.Dense_0\.kernel .*name axes of the mesh \('data',\), "
+                             r"found \['model'\].*logical_axis_rules="):
+        abstract_train_state(create_partitioned(MeshPartitionedMlp()), mesh)
 
 
 def test_abstract_target_without_a_mesh_restores_on_one_device(tmp_path):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import jax
 import jaxpoint.core as ocp
@@ -48,7 +49,8 @@ def test_saves_by_policy_and_resumes_the_latest_step(tmp_path):
     resumed = _trainer(step=0)
     with attach(resumed, tmp_path, options=options) as ckpt:
         assert ckpt.restored_step == 4 and resumed.step == 4
-    assert int(resumed.state.step) == 4
+    # Saved as an int32 array; the fresh TrainState's step is a Python int: it stays one.
+    assert type(resumed.state.step) is int and resumed.state.step == 4
     assert not np.array_equal(resumed.state.params["Dense_0"]["kernel"],
                               saved_state.params["Dense_0"]["kernel"])
 
@@ -67,6 +69,15 @@ def test_extra_items_and_config_are_saved_as_json_and_restored(tmp_path):
         assert ckpt.restored_items == {"data": {"epoch": 1, "index": 17}}
         assert isinstance(ckpt.restored_config, ml_collections.ConfigDict)
         assert ckpt.restored_config.model.features == 4 and ckpt.restored_config.lr == 0.01
+
+
+def test_a_plain_dict_config_comes_back_as_a_dict(tmp_path):
+    with attach(types.SimpleNamespace(state={"w": jax.numpy.ones(2)}), tmp_path,
+                config={"lr": 0.1, "layers": [4, 4]}) as ckpt:
+        ckpt.save(1, force=True)
+    with attach(types.SimpleNamespace(state={"w": jax.numpy.zeros(2)}), tmp_path,
+                config={}) as ckpt:
+        assert ckpt.restored_config == {"lr": 0.1, "layers": [4, 4]}
 
 
 def test_clu_call_and_hook_list(tmp_path):
@@ -114,9 +125,53 @@ def test_sigterm_saves_the_current_step_and_asks_to_stop(tmp_path, forget_sigter
         assert on_disk == [1, 3]
 
 
+class NoticeFilePreemption:
+    """A scheduler that announces preemption by writing a file (some clusters do this)."""
+
+    def __init__(self, notice: Path) -> None:
+        self._notice = notice
+
+    def hold(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def reached_preemption(self, step: int) -> bool:
+        return self._notice.exists()
+
+    def stop_process(self) -> None:
+        raise AssertionError("the loop stopped on should_stop, so the manager never ends it")
+
+
+def test_a_preemption_source_replaces_sigterm(tmp_path):
+    notice = tmp_path / "preempt-notice"
+    options = ocp.CheckpointManagerOptions(save_interval_steps=100)
+    trainer = _trainer()
+    with attach(trainer, tmp_path / "run", options=options,
+                preemption_source=NoticeFilePreemption(notice)) as ckpt:
+        _train(trainer, ckpt, 2)
+        assert not ckpt.should_stop
+        notice.touch()
+        assert _train(trainer, ckpt, 10, first=3) == 3 and ckpt.should_stop
+        assert ckpt.manager.all_steps() == [1, 3]
+
+
 def test_reserved_item_names_are_refused(tmp_path):
     with pytest.raises(ocp.CheckpointError, match=r"got 'state' in items=\['state'\].*rename"):
         attach(_trainer(), tmp_path, items={"state": dict})
+
+
+def test_an_item_that_is_not_a_function_is_refused(tmp_path):
+    with pytest.raises(ocp.CheckpointError, match=r"Expected items\['data'\] to be a function"
+                                                  r".*got dict.*lambda: value"):
+        attach(_trainer(), tmp_path, items={"data": {"index": 3}})
+
+
+def test_a_config_that_is_not_a_config_dict_is_refused(tmp_path):
+    with pytest.raises(ocp.CheckpointError, match=r"Expected config to be an "
+                                                  r"ml_collections.ConfigDict or a dict, got list"):
+        attach(_trainer(), tmp_path, config=["lr", 0.1])
 
 
 def test_a_trainer_without_state_is_refused(tmp_path):

@@ -16,7 +16,6 @@ from jaxpoint.flax_adapter.nnx_state import (
     pure_target,
     restore_into_state,
 )
-from jaxpoint.flax_adapter.scalar_target import scalar_aware_target
 from jaxpoint.flax_adapter.training_checkpointer import TrainingCheckpointer, attach
 
 __all__ = [
@@ -28,5 +27,4 @@ __all__ = [
     "nnx_tree",
     "pure_target",
     "restore_into_state",
-    "scalar_aware_target",
 ]

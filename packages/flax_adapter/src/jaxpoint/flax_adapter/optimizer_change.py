@@ -8,7 +8,6 @@ keeps every saved leaf that still fits (Adam moments across a new clipping stage
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
 import jax
@@ -19,6 +18,7 @@ from jaxpoint.optax_adapter import (
     check_opt_state_structure,
     reinitialize_opt_state,
     transfer_opt_state,
+    without_opt_state,
 )
 
 OptimizerChange = Literal["raise", "reinitialize", "transfer"]
@@ -62,8 +62,7 @@ def raise_for_changed_optimizer(saved: Any, target: Any) -> None:
 def kept_fields(target: Any) -> dict[str, Any]:
     """The array fields of a TrainState-like `target` except `opt_state`: what
     "reinitialize" restores (a partial restore: the old optimizer state is never read)."""
-    return {field.name: getattr(target, field.name) for field in dataclasses.fields(target)
-            if field.metadata.get("pytree_node", True) and field.name != "opt_state"}
+    return without_opt_state(target)
 
 
 def rebuilt(target: Any, restored: Any, choice: OptimizerChange) -> Any:
@@ -85,13 +84,12 @@ def rebuilt(target: Any, restored: Any, choice: OptimizerChange) -> Any:
 
 
 def _placed_like(saved: Any, target: Any) -> Any:
-    treedef = jax.tree_util.tree_structure(target)
-    values = treedef.flatten_up_to(saved)
-    placed = []
-    for value, wanted in zip(values, jax.tree_util.tree_leaves(target), strict=True):
+    """`saved` (restored without a target) with `target`'s structure, dtypes and shardings."""
+
+    def place(wanted: Any, value: Any) -> Any:
         if isinstance(wanted, jax.Array | jax.ShapeDtypeStruct):
-            value = jax.device_put(jnp.asarray(value, dtype=wanted.dtype), wanted.sharding)
-        else:
-            value = type(wanted)(value)
-        placed.append(value)
-    return jax.tree_util.tree_unflatten(treedef, placed)
+            return jax.device_put(jnp.asarray(value, dtype=wanted.dtype), wanted.sharding)
+        return type(wanted)(value)
+
+    # tree_map reads `saved` up to the target's structure (a saved tuple is a list).
+    return jax.tree_util.tree_map(place, target, saved)

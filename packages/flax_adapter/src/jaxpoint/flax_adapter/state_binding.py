@@ -30,6 +30,11 @@ class StateBinding:
     def is_nnx(self) -> bool:
         return nnx_state.is_nnx_object(self._trainer.state)
 
+    @property
+    def is_wrapped(self) -> bool:
+        """Whether the last `target` was an `nnx.State` with `{'value': ...}` wrappers."""
+        return self._is_wrapped
+
     def tree(self) -> Any:
         """The tree to save now."""
         state = self._trainer.state

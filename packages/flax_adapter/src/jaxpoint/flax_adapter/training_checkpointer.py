@@ -18,8 +18,7 @@ import jaxpoint.core as ocp
 from jaxpoint.core import args as ocp_args
 from jaxpoint.core import multihost
 from jaxpoint.core.errors import InvalidArgumentError
-from jaxpoint.flax_adapter import optimizer_change
-from jaxpoint.flax_adapter.scalar_target import scalar_aware_target
+from jaxpoint.flax_adapter import nnx_optimizer_change, optimizer_change
 from jaxpoint.flax_adapter.state_binding import StateBinding
 
 logger = logging.getLogger(__name__)
@@ -67,13 +66,15 @@ class TrainingCheckpointer:
             return None
         saved = self._manager.item_metadata(step)[_STATE]
         live = self._binding.target(saved)
-        if optimizer_change.has_changed_optimizer(saved, live):
+        if self._binding.is_nnx and not self._binding.is_wrapped:
+            state_args, finish = self._nnx_request(saved, live)
+        elif optimizer_change.has_changed_optimizer(saved, live):
             if self._optimizer_changed == "raise":
                 optimizer_change.raise_for_changed_optimizer(saved, live)
             state_args, finish = self._changed_optimizer_request(saved, live)
         else:
-            target, finish = scalar_aware_target(saved, live)
-            state_args = ocp_args.StandardRestore(target)
+            # The core restores a Python scalar as the target asks (and the other way).
+            state_args, finish = ocp_args.StandardRestore(live), _unchanged
         names: dict[str, Any] = {_STATE: state_args}
         names.update({name: ocp_args.JsonRestore() for name in self._items})
         if self._config is not None:
@@ -91,16 +92,29 @@ class TrainingCheckpointer:
     def _changed_optimizer_request(self, saved: Any, live: Any) -> tuple[Any, Any]:
         choice = self._optimizer_changed
         if choice == "reinitialize":
-            target, cast = scalar_aware_target(saved, optimizer_change.kept_fields(live))
+            target = optimizer_change.kept_fields(live)
             return (ocp_args.PyTreeRestore(item=target, partial_restore=True),
-                    lambda tree: optimizer_change.rebuilt(live, cast(tree), choice))
+                    lambda tree: optimizer_change.rebuilt(live, tree, choice))
         return (ocp_args.StandardRestore(None),
                 lambda tree: optimizer_change.rebuilt(live, tree, choice))
+
+    def _nnx_request(self, saved: Any, live: Any) -> tuple[Any, Any]:
+        paths = nnx_optimizer_change.optimizer_paths(self._trainer.state)
+        error = nnx_optimizer_change.changed_optimizer_error(saved, live, paths)
+        if error is None:
+            return ocp_args.StandardRestore(live), _unchanged
+        if self._optimizer_changed == "raise":
+            nnx_optimizer_change.raise_for_changed_optimizer(error)
+        if self._optimizer_changed == "transfer":
+            return (ocp_args.StandardRestore(None),
+                    lambda tree: nnx_optimizer_change.transferred(tree, live, paths))
+        target = nnx_optimizer_change.without_opt_states(live, paths)
+        return ocp_args.PyTreeRestore(item=target, partial_restore=True), _unchanged
 
     def save(self, step: int, *, metrics: Mapping[str, Any] | None = None,
              force: bool = False) -> bool:
         """Collective. Saves `step` when the manager's policy (or `force`) says so."""
-        names = {_STATE: ocp_args.StandardSave(self._binding.tree())}
+        names: dict[str, Any] = {_STATE: ocp_args.StandardSave(self._binding.tree())}
         names.update({name: ocp_args.JsonSave(read()) for name, read in self._items.items()})
         if self._config is not None:
             names[_CONFIG] = ocp_args.JsonSave(_config_as_json(self._config))
@@ -157,10 +171,10 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
     names to functions returning JSON-able values saved with every step (restored into
     `restored_items`); `config` (an `ml_collections.ConfigDict` or a dict) is saved as JSON
     and restored into `restored_config`. A `callbacks` or `hooks` list on the trainer gets
-    the callback appended. When a linen TrainState's optimizer no longer fits the
-    checkpoint, `optimizer_changed` decides: "raise" (name the first differing node),
-    "reinitialize" (restore the rest, start the optimizer afresh) or "transfer" (also keep
-    the saved optimizer leaves that still fit). `preemption_source` replaces the manager's
+    the callback appended. When the optimizer of a linen TrainState or an `nnx.Optimizer`
+    no longer fits the checkpoint, `optimizer_changed` decides: "raise" (name the first
+    differing node), "reinitialize" (restore the rest, start the optimizer afresh) or
+    "transfer" (also keep the saved optimizer leaves that still fit). `preemption_source` replaces the manager's
     default (SIGTERM alone, JAX's preemption sync point under `jax.distributed`).
     """
     items = dict(items or {})
@@ -169,6 +183,18 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
             raise InvalidArgumentError(
                 f"Expected extra item names other than {_STATE!r}, {_CONFIG!r} and "
                 f"'metrics', got {reserved!r} in items={sorted(items)}. To fix, rename it.")
+    for name, read in items.items():
+        if not callable(read):
+            raise InvalidArgumentError(
+                f"Expected items[{name!r}] to be a function returning the value to save with "
+                f"each step, got {type(read).__name__}. To fix, pass items={{{name!r}: lambda: "
+                "value}, so the value is read when the step is saved.")
+    if config is not None and not (isinstance(config, Mapping)
+                                   or callable(getattr(config, "to_dict", None))):
+        raise InvalidArgumentError(
+            f"Expected config to be an ml_collections.ConfigDict or a dict, got "
+            f"{type(config).__name__}. To fix, pass the ConfigDict, or vars(args) for an "
+            "argparse namespace.")
     names = [_STATE, *items] + ([_CONFIG] if config is not None else [])
     manager = ocp.CheckpointManager(directory, options, item_names=names,
                                     preemption_source=preemption_source)
@@ -189,6 +215,10 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
             hooks.append(checkpointer)
             break
     return checkpointer
+
+
+def _unchanged(tree: Any) -> Any:
+    return tree
 
 
 def _config_as_json(config: Any) -> Any:

@@ -6,6 +6,7 @@ Build the target from the optimizer (`abstract_opt_state(tx, params)`), restore 
 
 from jaxpoint.optax_adapter.abstract_state import abstract_opt_state
 from jaxpoint.optax_adapter.leaf_path import dotted, leaf_path
+from jaxpoint.optax_adapter.params_only import restore_args_without_opt_state, without_opt_state
 from jaxpoint.optax_adapter.structure import (
     OptStateMismatchError,
     check_opt_state_structure,
@@ -20,6 +21,8 @@ __all__ = [
     "dotted",
     "leaf_path",
     "reinitialize_opt_state",
+    "restore_args_without_opt_state",
     "saved_leaf_paths",
     "transfer_opt_state",
+    "without_opt_state",
 ]

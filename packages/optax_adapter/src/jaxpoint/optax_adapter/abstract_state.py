@@ -27,6 +27,7 @@ def abstract_opt_state(tx: optax.GradientTransformation, params: Any, *,
 
     def with_sharding(path: Any, leaf: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
         key = leaf_path(path)
+        sharding: jax.sharding.Sharding | None
         if isinstance(shardings, jax.sharding.Sharding):
             sharding = shardings
         elif shardings is not None and key in shardings:

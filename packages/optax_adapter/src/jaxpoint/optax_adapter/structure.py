@@ -20,8 +20,9 @@ class OptStateMismatchError(ocp.TreeMismatchError):
 
 
 _WAYS_OUT = (
-    "To fix, restore the optimizer that wrote the checkpoint; or restore the params only and "
-    "start the optimizer afresh (optax_adapter.reinitialize_opt_state(tx, params)); or keep "
+    "To fix, restore the optimizer that wrote the checkpoint; or restore the params only "
+    "(optax_adapter.restore_args_without_opt_state(target)) and start the optimizer afresh "
+    "(optax_adapter.reinitialize_opt_state(tx, params)); or keep "
     "the saved moments wherever the new structure still has them "
     "(optax_adapter.transfer_opt_state(saved, tx.init(params)), with `saved` restored "
     "without a target)."
