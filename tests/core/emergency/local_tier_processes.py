@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxpoint.core import multihost
 from jaxpoint.core.emergency import LocalTier
+from jaxpoint.core.multihost.exchange import gather_from_all
 
 STEPS = (1, 2, 3)
 KILLED_STEP = 4
@@ -98,10 +100,24 @@ def _capture() -> _Captured:
     return handler
 
 
+def _wait_until_dead(pid: int, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    stat = Path(f"/proc/{pid}/stat")
+    while time.monotonic() < deadline:
+        try:  # a killed child stays a zombie ("Z") until the harness reaps it
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        time.sleep(0.001)
+    raise TimeoutError(f"process {pid} was still alive after {timeout_s} s")
+
+
 def save_then_die(root: str, devices_per_row: int, dying: list[int],
                   ram_root: str | None, mixed_root: str | None = None) -> dict[str, Any]:
     """Saves STEPS into `<root>/p<i>` (and `<ram_root>/p<i>`), then the processes in `dying`
-    are SIGKILLed just after `save(KILLED_STEP)` returned (its write still in flight).
+    are SIGKILLed just after `save(KILLED_STEP)` returned (its write still in flight), one
+    after another from the highest index down.
 
     `<mixed_root>/p<i>` gets step 3, and a MIXED_STEP whose tree differs on process 1.
     """
@@ -125,10 +141,16 @@ def save_then_die(root: str, devices_per_row: int, dying: list[int],
                 other["bias"] = other["bias"].astype(jnp.float32)
             mixed.save(MIXED_STEP, other, items=items_of(MIXED_STEP))
     report["steps"] = tiers[0].local_steps()
-    multihost.sync_global_processes("saved", timeout_s=60)
-    tiers[0].save(KILLED_STEP, make_state(the_mesh, KILLED_STEP), items=items_of(KILLED_STEP))
+    pids = gather_from_all(os.getpid(), name="pids")
     if index in dying:
+        # The dying die one after another, highest index first: a process whose peer died
+        # mid-call may be ended by JAX's coordination client (SIGABRT) before its own kill,
+        # and process 0 hosts the coordination service.
+        for later in sorted(p for p in dying if p > index):
+            _wait_until_dead(int(pids[later]))
+        tiers[0].save(KILLED_STEP, make_state(the_mesh, KILLED_STEP), items=items_of(KILLED_STEP))
         os.kill(os.getpid(), signal.SIGKILL)
+    tiers[0].save(KILLED_STEP, make_state(the_mesh, KILLED_STEP), items=items_of(KILLED_STEP))
     tiers[0].wait_until_finished()
     report["steps_after"] = tiers[0].local_steps()
     return report
