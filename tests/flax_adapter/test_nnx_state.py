@@ -230,3 +230,46 @@ def test_transfer_refuses_a_model_that_changed_too(tmp_path):
     with pytest.raises(ocp.TreeMismatchError, match=r"Expected the checkpoint to hold "
                        r"state\.0\.bias with shape \(8,\), found nothing"):
         attach(trainer, tmp_path, optimizer_changed="transfer")
+
+
+def _saved_by_orbax_with_value_wrappers(directory):
+    import orbax.checkpoint as orbax_ocp
+
+    model, optimizer = _trained()
+    with orbax_ocp.CheckpointManager(directory, item_names=("state",)) as manager:
+        manager.save(2, args=orbax_ocp.args.Composite(
+            state=orbax_ocp.args.StandardSave(nnx.state((model, optimizer)))))
+    return model, optimizer
+
+
+def test_an_orbax_wrapped_nnx_state_gets_the_optimizer_changed_error_and_ways_out(tmp_path):
+    model, optimizer = _saved_by_orbax_with_value_wrappers(tmp_path)
+    with pytest.raises(OptStateMismatchError,
+                       match=r"the checkpoint has state\.1\.opt_state\.0\.count, the target "
+                             r"has state\.1\.opt_state\.0\.trace\..*"
+                             r"optimizer_changed='reinitialize'"):
+        attach(types.SimpleNamespace(state=_with_sgd()), tmp_path)
+
+    new_model, new_optimizer = _with_sgd()
+    with attach(types.SimpleNamespace(state=(new_model, new_optimizer)), tmp_path,
+                optimizer_changed="reinitialize") as ckpt:
+        assert ckpt.restored_step == 2
+    _assert_states_equal(nnx.state(new_model), nnx.state(model))
+    assert isinstance(new_model.norm.mean, nnx.BatchStat)
+    assert int(new_optimizer.step[...]) == 2
+    np.testing.assert_array_equal(new_optimizer.opt_state[0].trace["dense"]["kernel"][...], 0)
+    train_step(new_model, new_optimizer, *batch_for(3))
+
+    new_model = BatchNormMlp(nnx.Rngs(7, dropout=8))
+    grown = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-2))
+    new_optimizer = nnx.Optimizer(new_model, grown, wrt=nnx.Param)
+    with attach(types.SimpleNamespace(state=(new_model, new_optimizer)), tmp_path,
+                optimizer_changed="transfer"):
+        pass
+    _assert_states_equal(nnx.state(new_model), nnx.state(model))
+    assert isinstance(new_model.dropout.rngs.key, nnx.RngKey)
+    adam = new_optimizer.opt_state[1][0]
+    assert isinstance(adam, optax.ScaleByAdamState) and int(adam.count[...]) == 2
+    np.testing.assert_array_equal(adam.mu["dense"]["kernel"][...],
+                                  optimizer.opt_state[0].mu["dense"]["kernel"][...])
+    train_step(new_model, new_optimizer, *batch_for(3))

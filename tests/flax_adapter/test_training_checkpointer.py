@@ -71,6 +71,41 @@ def test_extra_items_and_config_are_saved_as_json_and_restored(tmp_path):
         assert ckpt.restored_config.model.features == 4 and ckpt.restored_config.lr == 0.01
 
 
+def test_items_added_to_a_running_job_keep_their_values_until_first_saved(tmp_path, caplog):
+    trainer = _trainer()
+    with attach(trainer, tmp_path) as ckpt:
+        _train(trainer, ckpt, 1)  # saves step 1 by the default policy
+
+    # The job restarts with a data-iterator item and a config the old step lacks.
+    position = {"epoch": 0, "index": 3}
+    resumed = _trainer()
+    caplog.set_level("INFO", logger="jaxpoint.flax_adapter.training_checkpointer")
+    with attach(resumed, tmp_path, items={"data": lambda: dict(position)},
+                config={"lr": 0.1}) as ckpt:
+        assert ckpt.restored_step == 1
+        assert ckpt.restored_items == {} and ckpt.restored_config is None
+        position.update(index=9)
+        ckpt.save(2, force=True)
+    _assert_trees_equal(resumed.state.params, trainer.state.params)
+    assert "Step 1 has no item 'data' (saved before it was added)" in caplog.text
+    assert "Step 1 has no item 'config'" in caplog.text
+
+    # The reverse: a step holding items this attach does not name restores the state.
+    caplog.clear()
+    with attach(_trainer(), tmp_path) as ckpt:
+        assert ckpt.restored_step == 2 and ckpt.restored_items == {}
+    assert "Step 2 also holds item 'config', which attach does not name" in caplog.text
+    assert "Step 2 also holds item 'data', which attach does not name" in caplog.text
+    with attach(_trainer(), tmp_path, items={"data": lambda: {}}) as ckpt:
+        assert ckpt.restored_items == {"data": {"epoch": 0, "index": 9}}
+
+
+def _assert_trees_equal(left, right):
+    for a, b in zip(jax.tree_util.tree_leaves(left), jax.tree_util.tree_leaves(right),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_a_plain_dict_config_comes_back_as_a_dict(tmp_path):
     with attach(types.SimpleNamespace(state={"w": jax.numpy.ones(2)}), tmp_path,
                 config={"lr": 0.1, "layers": [4, 4]}) as ckpt:

@@ -5,7 +5,9 @@ path, at `<path>.opt_state`. "raise" names the first differing node of the first
 that no longer fits; "reinitialize" restores everything else (the parameters, batch
 statistics, RNG streams, the optimizer's step) and leaves each changed optimizer with the
 state it was built with; "transfer" also keeps every saved optimizer leaf that still fits
-(`optax_adapter.transfer_opt_state` on the two pure dicts).
+(`optax_adapter.transfer_opt_state` on the two pure dicts). A checkpoint with `{'value': ...}`
+wrappers (Orbax's `nnx.state(model)`) is unwrapped by the caller first, so both forms
+take this path.
 """
 
 from __future__ import annotations

@@ -59,6 +59,22 @@ def has_variable_wrappers(saved: Any) -> bool:
     return bool(paths) and all(path and path[-1] == "value" for path in paths)
 
 
+def without_variable_wrappers(saved: Any) -> Any:
+    """A tree saved as `nnx.State` (each leaf as `{'value': leaf}`) as its pure dict."""
+    if not isinstance(saved, dict):
+        return saved
+    if set(saved) == {"value"} and not isinstance(saved["value"], dict):
+        return saved["value"]
+    return {key: without_variable_wrappers(value) for key, value in saved.items()}
+
+
+def with_variable_wrappers(pure: Any) -> Any:
+    """A pure dict in the `nnx.State` form on disk: each leaf as `{'value': leaf}`."""
+    if isinstance(pure, dict):
+        return {key: with_variable_wrappers(value) for key, value in pure.items()}
+    return {"value": pure}
+
+
 def update_object(obj: Any, restored_pure: Any) -> None:
     """Writes restored values into a live NNX object, in place."""
     node = _as_node(obj)

@@ -18,7 +18,7 @@ import jaxpoint.core as ocp
 from jaxpoint.core import args as ocp_args
 from jaxpoint.core import multihost
 from jaxpoint.core.errors import InvalidArgumentError
-from jaxpoint.flax_adapter import nnx_optimizer_change, optimizer_change
+from jaxpoint.flax_adapter import nnx_optimizer_change, nnx_state, optimizer_change
 from jaxpoint.flax_adapter.state_binding import StateBinding
 
 logger = logging.getLogger(__name__)
@@ -64,9 +64,11 @@ class TrainingCheckpointer:
         step = self._manager.latest_step() if step is None else step
         if step is None:
             return None
-        saved = self._manager.item_metadata(step)[_STATE]
+        metadata = self._manager.item_metadata(step)
+        on_disk = set(metadata.keys())
+        saved = metadata[_STATE]
         live = self._binding.target(saved)
-        if self._binding.is_nnx and not self._binding.is_wrapped:
+        if self._binding.is_nnx:
             state_args, finish = self._nnx_request(saved, live)
         elif optimizer_change.has_changed_optimizer(saved, live):
             if self._optimizer_changed == "raise":
@@ -75,14 +77,14 @@ class TrainingCheckpointer:
         else:
             # The core restores a Python scalar as the target asks (and the other way).
             state_args, finish = ocp_args.StandardRestore(live), _unchanged
+        wanted = [*self._items] + ([_CONFIG] if self._config is not None else [])
+        _log_item_differences(step, wanted, on_disk)
         names: dict[str, Any] = {_STATE: state_args}
-        names.update({name: ocp_args.JsonRestore() for name in self._items})
-        if self._config is not None:
-            names[_CONFIG] = ocp_args.JsonRestore()
+        names.update({name: ocp_args.JsonRestore() for name in wanted if name in on_disk})
         restored = self._manager.restore(step, args=ocp_args.Composite(**names))
         self._binding.apply(finish(restored[_STATE]))
-        self.restored_items = {name: restored[name] for name in self._items}
-        if self._config is not None:
+        self.restored_items = {name: restored[name] for name in self._items if name in on_disk}
+        if self._config is not None and _CONFIG in on_disk:
             self.restored_config = _config_from(restored[_CONFIG], like=self._config)
         if hasattr(self._trainer, "step"):
             self._trainer.step = step
@@ -99,17 +101,33 @@ class TrainingCheckpointer:
                 lambda tree: optimizer_change.rebuilt(live, tree, choice))
 
     def _nnx_request(self, saved: Any, live: Any) -> tuple[Any, Any]:
+        # Both NNX forms on disk take one path: the checks and the partial restores work
+        # on pure dicts; a `{'value': ...}`-wrapped checkpoint is unwrapped to get there.
+        wrapped = self._binding.is_wrapped
+        saved = getattr(saved, "tree", saved)  # item_metadata gives a TreeMetadata
+        saved_pure = nnx_state.without_variable_wrappers(saved) if wrapped else saved
+        live_pure = nnx_state.pure_target(live) if wrapped else live
         paths = nnx_optimizer_change.optimizer_paths(self._trainer.state)
-        error = nnx_optimizer_change.changed_optimizer_error(saved, live, paths)
+        error = nnx_optimizer_change.changed_optimizer_error(saved_pure, live_pure, paths)
         if error is None:
             return ocp_args.StandardRestore(live), _unchanged
         if self._optimizer_changed == "raise":
             nnx_optimizer_change.raise_for_changed_optimizer(error)
+        read = nnx_state.without_variable_wrappers if wrapped else _unchanged
+        back = self._as_live_state if wrapped else _unchanged
         if self._optimizer_changed == "transfer":
-            return (ocp_args.StandardRestore(None),
-                    lambda tree: nnx_optimizer_change.transferred(tree, live, paths))
-        target = nnx_optimizer_change.without_opt_states(live, paths)
-        return ocp_args.PyTreeRestore(item=target, partial_restore=True), _unchanged
+            return (ocp_args.StandardRestore(None), lambda tree: back(
+                nnx_optimizer_change.transferred(read(tree), live_pure, paths)))
+        target = nnx_optimizer_change.without_opt_states(live_pure, paths)
+        if wrapped:
+            target = nnx_state.with_variable_wrappers(target)
+        return (ocp_args.PyTreeRestore(item=target, partial_restore=True),
+                lambda tree: back(read(tree)))
+
+    def _as_live_state(self, restored_pure: Any) -> Any:
+        """The live `nnx.State` with the restored values: what a wrapped restore applies."""
+        return nnx_state.restore_into_state(nnx_state.live_state(self._trainer.state),
+                                            restored_pure)
 
     def save(self, step: int, *, metrics: Mapping[str, Any] | None = None,
              force: bool = False) -> bool:
@@ -170,7 +188,8 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
     them, or any pytree) and optionally a `step`, set to the restored step. `items` maps
     names to functions returning JSON-able values saved with every step (restored into
     `restored_items`); `config` (an `ml_collections.ConfigDict` or a dict) is saved as JSON
-    and restored into `restored_config`. A `callbacks` or `hooks` list on the trainer gets
+    and restored into `restored_config`. A step saved without one of them (an item added
+    to a running job) restores the rest and logs it; so does a step with an unnamed item. A `callbacks` or `hooks` list on the trainer gets
     the callback appended. When the optimizer of a linen TrainState or an `nnx.Optimizer`
     no longer fits the checkpoint, `optimizer_changed` decides: "raise" (name the first
     differing node), "reinitialize" (restore the rest, start the optimizer afresh) or
@@ -215,6 +234,17 @@ def attach(trainer: Any, directory: str | os.PathLike[str], *,
             hooks.append(checkpointer)
             break
     return checkpointer
+
+
+def _log_item_differences(step: int, wanted: list[str], on_disk: set[str]) -> None:
+    """One log line per extra item the step lacks (kept as it is) or holds unasked."""
+    for name in wanted:
+        if name not in on_disk:
+            logger.info("Step %d has no item %r (saved before it was added): it keeps its "
+                        "current value", step, name)
+    for name in sorted(on_disk - {_STATE, *wanted}):
+        logger.info("Step %d also holds item %r, which attach does not name: not restored",
+                    step, name)
 
 
 def _unchanged(tree: Any) -> Any:

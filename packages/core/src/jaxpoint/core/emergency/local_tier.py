@@ -238,9 +238,7 @@ class LocalTier:
         leaves = []
         for path, leaf in entries:
             sharding = getattr(leaf, "sharding", None)
-            if not isinstance(leaf, jax.Array) or not isinstance(
-                    sharding, jax.sharding.NamedSharding) or sharding.mesh.devices.shape != (
-                    mesh.devices.shape) or (sharding.mesh.devices != mesh.devices).any():
+            if not isinstance(leaf, jax.Array) or not self._geometry.places(sharding):
                 raise InvalidArgumentError(
                     f"Expected a jax.Array with a NamedSharding over the tier's global_mesh at "
                     f"tree path {path} of local step {step}, got {type(leaf).__name__} with "

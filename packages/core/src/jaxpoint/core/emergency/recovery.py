@@ -310,12 +310,10 @@ def _checked_abstract(abstract_state: Any, geometry: ReplicaGeometry
     """The target leaves, each with a NamedSharding over the tier's mesh, and the treedef."""
     entries, treedef = jax.tree_util.tree_flatten_with_path(abstract_state)
     found = []
-    mesh = geometry.mesh
     for path, leaf in entries:
         sharding = getattr(leaf, "sharding", None)
-        if not isinstance(leaf, jax.Array | jax.ShapeDtypeStruct) or not isinstance(
-                sharding, jax.sharding.NamedSharding) or sharding.mesh.devices.shape != (
-                mesh.devices.shape) or (sharding.mesh.devices != mesh.devices).any():
+        if not isinstance(leaf, jax.Array | jax.ShapeDtypeStruct) or not geometry.places(
+                sharding):
             raise InvalidArgumentError(
                 f"Expected a jax.ShapeDtypeStruct (or jax.Array) with a NamedSharding over the "
                 f"tier's global_mesh at tree path {jax.tree_util.keystr(path)} of "

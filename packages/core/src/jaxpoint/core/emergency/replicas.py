@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection
-from typing import Any
+from typing import Any, TypeGuard
 
 import jax
 import numpy as np
@@ -85,6 +85,12 @@ class ReplicaGeometry:
     @property
     def layout(self) -> MeshLayout:
         return MeshLayout.of(self.mesh, self.replica_axis_index)
+
+    def places(self, sharding: object) -> TypeGuard[jax.sharding.NamedSharding]:
+        """Whether `sharding` is a NamedSharding over this mesh's devices, in its order."""
+        return (isinstance(sharding, jax.sharding.NamedSharding)
+                and sharding.mesh.devices.shape == self.mesh.devices.shape
+                and bool((sharding.mesh.devices == self.mesh.devices).all()))
 
     def _by_replica(self) -> np.ndarray:
         """Device ids as a (replica, slot) matrix."""
