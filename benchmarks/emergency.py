@@ -118,11 +118,18 @@ def _orbax_setup() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def _child(root: str, mib: int, reps: int) -> dict[str, Any]:
+def _child(root: str, mib: int, reps: int, cases: tuple[str, ...] = CASES,
+           log_prefix: str | None = None) -> dict[str, Any]:
     """One process: save with each manager once, then time each recovery case `reps` times."""
+    import logging
+
     import jax
     import numpy as np
     from jaxpoint.core import multihost
+
+    if log_prefix:  # each restore's phase lines (read, broadcast), one file per process
+        logging.basicConfig(filename=f"{log_prefix}-p{multihost.process_index()}.log",
+                            level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     _orbax_setup()
     base, me = Path(root), multihost.process_index()
@@ -147,7 +154,7 @@ def _child(root: str, mib: int, reps: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {}
     steps: dict[str, int] = {}
     for rep in range(reps + 1):  # round 0 compiles the broadcasts and is not counted
-        for case in CASES:
+        for case in cases:
             for kind in (("jaxpoint", "orbax") if rep % 2 == 0 else ("orbax", "jaxpoint")):
                 local, persistent = _folders(base, kind, f"{case} {rep}", me)
                 source_local, source_persistent = saved[kind]
@@ -187,15 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mib", type=int, default=1024, help="state size in MiB (one replica)")
     parser.add_argument("--reps", type=int, default=2, help="timed repetitions per case")
     parser.add_argument("--dir", default=None, help="where the folders go (default: a tmp dir)")
+    parser.add_argument("--case", action="append", choices=CASES, default=None,
+                        help="time only this case (repeatable; default: all)")
+    parser.add_argument("--log", default=None, metavar="PREFIX",
+                        help="write each process's INFO lines (read and broadcast times) to "
+                             "PREFIX-p<process>.log")
     args = parser.parse_args(argv)
     from jaxpoint.core.testing.multiprocess import run_processes
 
     from benchmarks import emergency  # children import the target by its module name
 
+    cases = tuple(case for case in CASES if args.case is None or case in args.case)
     with tempfile.TemporaryDirectory(prefix="jaxpoint-emergency-", dir=args.dir) as root:
         started = time.monotonic()
         results = run_processes(emergency._child, num_processes=2, devices_per_process=2,
-                                timeout_s=3600, args=(root, args.mib, args.reps))
+                                timeout_s=3600, args=(root, args.mib, args.reps, cases, args.log))
         wall_s = time.monotonic() - started
     times, steps = results[0]["times"], results[0]["steps"]
     size_mib = results[0]["bytes"] / 2**20
@@ -205,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| case | jaxpoint median s | jaxpoint step | orbax median s | orbax step | "
           "orbax / jaxpoint |")
     print("|---|---|---|---|---|---|")
-    for case in CASES:
+    for case in cases:
         ours, theirs = (statistics.median(times[f"{k}|{case}"]) for k in ("jaxpoint", "orbax"))
         print(f"| {case} | {ours:.2f} | {steps['jaxpoint|' + case]} | {theirs:.2f} | "
               f"{steps['orbax|' + case]} | {theirs / ours:.2f} |")

@@ -99,6 +99,7 @@ def _bits(values: np.ndarray) -> np.ndarray:
 def _tricky_values() -> dict[str, np.ndarray]:
     floats = np.array([-0.0, np.nan, np.inf, -1.5, 2.0**-140, 3.0, 7.0, -8.0], np.float32)
     floats[1] = np.frombuffer(np.uint32(0x7FC0_1234).tobytes(), np.float32)[0]  # NaN payload
+    floats[6] = np.frombuffer(np.uint32(0x7F80_0001).tobytes(), np.float32)[0]  # signaling NaN
     return {
         "float32": floats.reshape(2, 4),
         "bfloat16": np.array([-0.0, 1.0, -2.5, np.inf], dtype=jnp.bfloat16),

@@ -3,7 +3,10 @@
 A mesh's replica axis holds full copies of the state. To give every replica the data that
 only some devices hold, each device contributes either its shard or zeros, and a jitted
 `psum` over the replica axis adds them up, on the arrays' bits so that the result is
-exact for every dtype (-0.0 and NaN payloads survive). Exactly one replica may contribute
+exact for every dtype (-0.0 and NaN payloads survive). Leaves are turned into their bits
+while they are stacked (one copy, which the stacking makes anyway) and summed as unsigned
+integers, so the program converts only its result: converting both ways inside the program
+cost about 30% more CPU time than a plain float sum (docs/performance.md). Exactly one replica may contribute
 per position of the other axes (a "slot"), and which one may differ from slot to slot: the
 single-replica restore uses one primary replica everywhere; the emergency local tier picks,
 per slot, a replica whose host still holds the step.
@@ -71,7 +74,8 @@ def sum_over_replicas(sources: Sequence[jax.Array | None],
             source = sources[i]
             if source is not None:
                 source.delete()
-        merge = _merge_program(mesh, axis_name, tuple(abstract[i].sharding.spec for i in batch))
+        merge = _merge_program(mesh, axis_name, tuple(abstract[i].sharding.spec for i in batch),
+                               tuple(jnp.dtype(abstract[i].dtype) for i in batch))
         merged = merge(stacked)
         jax.block_until_ready(merged)
         for array in stacked:
@@ -84,7 +88,12 @@ def sum_over_replicas(sources: Sequence[jax.Array | None],
 
 def _stacked(source: jax.Array | None, abstract: jax.ShapeDtypeStruct, mesh: jax.sharding.Mesh,
              axis_name: str, contributes: Callable[[jax.Device], bool]) -> jax.Array:
-    """The leaf with a leading replica dimension: contributed shards, zeros elsewhere."""
+    """The leaf with a leading replica dimension: contributed shards, zeros elsewhere.
+
+    In `_bits_dtype(dtype)` when the leaf has one, so that the sum needs no conversion in.
+    """
+    bits = _bits_dtype(abstract.dtype)
+    dtype = abstract.dtype if bits is None else bits
     spec = jax.sharding.PartitionSpec(axis_name, *abstract.sharding.spec)
     sharding = jax.sharding.NamedSharding(mesh, spec)
     shape = (mesh.shape[axis_name], *abstract.shape)
@@ -94,32 +103,54 @@ def _stacked(source: jax.Array | None, abstract: jax.ShapeDtypeStruct, mesh: jax
     for device, index in sharding.addressable_devices_indices_map(shape).items():
         data = on_device.get(device)
         if data is not None:
-            buffers.append(data.reshape((1, *data.shape)))
+            buffers.append(_stacked_bits(data, bits))
         else:
             local = tuple(len(range(*s.indices(n)))
                           for s, n in zip(index or (), shape, strict=True))
-            buffers.append(jnp.zeros(local, abstract.dtype, device=device))
+            buffers.append(jnp.zeros(local, dtype, device=device))
     return jax.make_array_from_single_device_arrays(shape, sharding, buffers)
+
+
+def _bits_dtype(dtype: Any) -> Any:
+    """The unsigned type a leaf is summed in, or None where it is summed as itself."""
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.complexfloating):
+        return None
+    return _UNSIGNED_OF_BITS.get(jax.dtypes.itemsize_bits(dtype))  # None: sub-byte types
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _stacked_bits(shard: jax.Array, bits: Any) -> jax.Array:
+    """One shard with a leading replica dimension, in `bits` when not None: one copy."""
+    if bits is not None and shard.dtype != bits:
+        shard = jax.lax.bitcast_convert_type(shard, bits)
+    return shard[None]
 
 
 @functools.lru_cache(maxsize=64)
 def _merge_program(mesh: jax.sharding.Mesh, axis_name: str,
-                   specs: tuple[jax.sharding.PartitionSpec, ...]) -> Any:
-    """The jitted psum over the replica axis for a batch of leaves with `specs`.
+                   specs: tuple[jax.sharding.PartitionSpec, ...], dtypes: tuple[Any, ...]) -> Any:
+    """The jitted psum over the replica axis for a batch of leaves with `specs`, `dtypes`.
 
     Cached so that batches and restores of the same layout reuse one compiled program.
     """
     in_specs = tuple(jax.sharding.PartitionSpec(axis_name, *spec) for spec in specs)
-    body = functools.partial(_sum_stacked, axis_name=axis_name)
+    body = functools.partial(_sum_stacked, axis_name=axis_name, dtypes=dtypes)
     return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(in_specs,), out_specs=specs))
 
 
-def _sum_stacked(stacked: tuple[jax.Array, ...], *, axis_name: str) -> tuple[jax.Array, ...]:
-    return tuple(_exact_psum(x[0], axis_name) for x in stacked)
+def _sum_stacked(stacked: tuple[jax.Array, ...], *, axis_name: str,
+                 dtypes: tuple[Any, ...]) -> tuple[jax.Array, ...]:
+    return tuple(_exact_psum(x[0], axis_name) if x.dtype == dtype
+                 else jax.lax.bitcast_convert_type(jax.lax.psum(x[0], axis_name), dtype)
+                 for x, dtype in zip(stacked, dtypes, strict=True))
 
 
 def _exact_psum(x: jax.Array, axis_name: str) -> jax.Array:
-    """Sums over the replicas, all but one of which hold zeros, keeping the bits (-0.0, NaNs)."""
+    """Sums over the replicas, all but one of which hold zeros, keeping the bits (-0.0, NaNs).
+
+    For the leaves `_stacked` leaves in their own dtype (bool, complex, sub-byte types).
+    """
     if x.dtype == jnp.bool_:
         return jax.lax.psum(x.astype(jnp.uint8), axis_name).astype(jnp.bool_)
     if jnp.issubdtype(x.dtype, jnp.complexfloating):
