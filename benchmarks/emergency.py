@@ -35,18 +35,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cache
+
 LEAVES = 8
 CASES = ("local intact", "local, one lost", "persistent")
 
-
-def _drop_page_cache(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            descriptor = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(descriptor)
 
 
 def _value(index: int, shape: tuple[int, ...], step: int) -> Any:
@@ -164,9 +157,9 @@ def _child(root: str, mib: int, reps: int, cases: tuple[str, ...] = CASES,
                 if not lose:
                     shutil.copytree(source_local, local, dirs_exist_ok=True)
                 multihost.sync_global_processes("benchmark/copied", timeout_s=1800)
-                _drop_page_cache(local)
+                cache.drop([str(local)])
                 if me == 0:
-                    _drop_page_cache(persistent)
+                    cache.drop([str(persistent)])
                 manager = _manager(kind, local, persistent, mesh, abstract)
                 multihost.sync_global_processes("benchmark/start", timeout_s=1800)
                 started = time.perf_counter()

@@ -32,17 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cache
+
 LEAVES = 8
 
-
-def _drop_page_cache(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            descriptor = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(descriptor)
 
 
 def _restore_args(mode: str, target: dict[str, Any], limit_bytes: int) -> tuple[Any, Any]:
@@ -80,7 +73,7 @@ def _timed_restore(path: Path, mode: str, target: dict[str, Any], limit_bytes: i
     from jaxpoint.core import multihost
 
     if is_cold and multihost.process_index() == 0:
-        _drop_page_cache(path)
+        cache.drop([str(path)])
     handler, restore_args = _restore_args(mode, target, limit_bytes)
     multihost.sync_global_processes("benchmark/start", timeout_s=600)
     started = time.perf_counter()
@@ -137,17 +130,17 @@ def _child(root: str, mib: int, reps: int, limit_mib: int) -> dict[str, Any]:
     logger.addHandler(phases)
     logger.setLevel(logging.INFO)
     for rep in range(reps + 1):  # the first round compiles and is not counted
-        for cache in ("cold", "warm"):
+        for temperature in ("cold", "warm"):
             for mode in (("all-read", "single-replica") if rep % 2 else
                          ("single-replica", "all-read")):
                 elapsed = _timed_restore(path, mode, target, limit_mib * 2**20,
-                                         is_cold=cache == "cold")
+                                         is_cold=temperature == "cold")
                 if rep:
-                    times.setdefault(f"{mode} {cache}", []).append(elapsed)
+                    times.setdefault(f"{mode} {temperature}", []).append(elapsed)
                     if mode == "single-replica":
                         read_s, broadcast_s = phases.phases[-1]
-                        times.setdefault(f"read {cache}", []).append(read_s)
-                        times.setdefault(f"broadcast {cache}", []).append(broadcast_s)
+                        times.setdefault(f"read {temperature}", []).append(read_s)
+                        times.setdefault(f"broadcast {temperature}", []).append(broadcast_s)
     return {"times": times, "bytes": LEAVES * int(np.prod(shape)) * 4}
 
 
