@@ -190,9 +190,10 @@ class SingleReplicaArrayHandler(ArrayHandler):
         agreed = time.monotonic()
         for i, value in zip(single, self._broadcast(read, abstract, layout), strict=True):
             values[i] = value
+        read_s, broadcast_s = agreed - started, time.monotonic() - agreed
         logger.info("single-replica restore of %d leaves from %s: read by processes %s in %.3f s, "
-                    "broadcast in %.3f s", len(single), item, list(layout.readers),
-                    agreed - started, time.monotonic() - agreed)
+                    "broadcast in %.3f s", len(single), item, list(layout.readers), read_s,
+                    broadcast_s, extra={"read_s": read_s, "broadcast_s": broadcast_s})
         return values
 
     def _layout(self, plans: list[LeafPlan], leaf_args: list[SingleReplicaArrayRestoreArgs]
