@@ -31,24 +31,15 @@ def test_docstring_examples(module_name, tmp_path, monkeypatch):
     assert result.failed == 0
 
 
-def test_getting_started_examples_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    text = (ROOT / "docs" / "getting-started.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+def test_getting_started_examples_run(run_doc_page):
+    blocks, _ = run_doc_page("getting-started.md")
     assert len(blocks) >= 2
-    namespace: dict = {}
-    for block in blocks:
-        exec(compile(block, "getting-started.md", "exec"), namespace)  # noqa: S102
 
 
-def test_architecture_examples_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    text = (ROOT / "docs" / "architecture.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+def test_architecture_examples_run(run_doc_page):
+    blocks, _ = run_doc_page("architecture.md", {"__name__": "architecture_example"})
     assert any("class NoteHandler" in block for block in blocks), "the handler example is gone"
     assert any("StorageOptions(" in block for block in blocks), "the tuning example is gone"
-    for block in blocks:
-        exec(compile(block, "architecture.md", "exec"), {"__name__": "architecture_example"})  # noqa: S102
 
 
 def test_the_orbax_style_example_runs_on_orbax_too(tmp_path, monkeypatch):
@@ -66,15 +57,11 @@ def test_the_orbax_style_example_runs_on_orbax_too(tmp_path, monkeypatch):
     exec(compile(block, "getting-started.md (on Orbax)", "exec"), namespace)  # noqa: S102
 
 
-def test_emergency_examples_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    text = (ROOT / "docs" / "emergency.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 2
+def test_emergency_examples_run(run_doc_page):
     namespace: dict = {}
     try:
-        for block in blocks:
-            exec(compile(block, "emergency.md", "exec"), namespace)  # noqa: S102
+        blocks, _ = run_doc_page("emergency.md", namespace)
+        assert len(blocks) == 2
     finally:
         if "local_in_ram" in namespace:  # the RAM disk is not the test's tmp_path
             shutil.rmtree(namespace["local_in_ram"], ignore_errors=True)
